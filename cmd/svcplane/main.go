@@ -1,0 +1,39 @@
+// Command svcplane is the Kubernetes Service networking stack in one binary.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/svcplane/svcplane/pkg/cmd/server"
+	"github.com/svcplane/svcplane/pkg/version"
+)
+
+func main() {
+	root := &cobra.Command{
+		Use:           "svcplane",
+		Short:         "The Kubernetes Service networking stack in one binary",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.AddCommand(
+		server.NewCommand(),
+		&cobra.Command{
+			Use:   "version",
+			Short: "Print the version",
+			Args:  cobra.NoArgs,
+			Run:   func(*cobra.Command, []string) { fmt.Println(version.Get().GitVersion) },
+		},
+	)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := root.ExecuteContext(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "error:", err)
+		os.Exit(1)
+	}
+}

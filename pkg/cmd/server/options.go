@@ -1,0 +1,270 @@
+// Package server is the `svcplane server` command: its options (Complete → Validate → Config)
+// and Run, which starts the embedded etcd (unless --etcd-servers names an external cluster), the
+// API server and the built-in controllers, and stops them all on one shutdown path.
+package server
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/spf13/pflag"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	openapinamer "k8s.io/apiserver/pkg/endpoints/openapi"
+	genericapiserver "k8s.io/apiserver/pkg/server"
+	genericoptions "k8s.io/apiserver/pkg/server/options"
+	"k8s.io/apiserver/pkg/storage/storagebackend"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+
+	appsv1 "k8s.io/api/apps/v1"
+	autoscalingv1 "k8s.io/api/autoscaling/v1"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+
+	"github.com/svcplane/svcplane/pkg/admission/namespacelifecycle"
+	"github.com/svcplane/svcplane/pkg/api/scheme"
+	"github.com/svcplane/svcplane/pkg/apiserver"
+	"github.com/svcplane/svcplane/pkg/auth"
+	"github.com/svcplane/svcplane/pkg/generated/openapi"
+	"github.com/svcplane/svcplane/pkg/pki"
+	"github.com/svcplane/svcplane/pkg/version"
+)
+
+// Options are the flags of `svcplane server`.
+type Options struct {
+	DataDir               string
+	AdvertiseAddress      string
+	ServiceClusterIPRange string
+	TLSSANs               []string
+	SecureServing         *genericoptions.SecureServingOptionsWithLoopback
+	Etcd                  *genericoptions.EtcdOptions
+
+	// Filled by Complete.
+	advertiseIP netip.Addr
+	adminToken  string
+	caPEM       []byte
+}
+
+// NewOptions returns the defaults: HTTPS on :6443, data in ./svcplane-data, embedded etcd.
+func NewOptions() *Options {
+	serving := genericoptions.NewSecureServingOptions()
+	serving.BindPort = 6443
+	serving.ServerCert.PairName = "apiserver"
+	return &Options{
+		DataDir:               "svcplane-data",
+		ServiceClusterIPRange: "10.96.0.0/12",
+		SecureServing:         serving.WithLoopback(),
+		Etcd:                  genericoptions.NewEtcdOptions(storagebackend.NewDefaultConfig("/registry", nil)),
+	}
+}
+
+// AddFlags registers the flags on fs.
+func (o *Options) AddFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&o.DataDir, "data-dir", o.DataDir, "Directory for the embedded etcd, certificates, tokens and admin.kubeconfig.")
+	fs.StringVar(&o.AdvertiseAddress, "advertise-address", o.AdvertiseAddress,
+		"The IP address clients and nodes reach the API server at. Defaults to --bind-address, or to the host's first non-loopback address when binding to all.")
+	fs.StringVar(&o.ServiceClusterIPRange, "service-cluster-ip-range", o.ServiceClusterIPRange,
+		"CIDR Service cluster IPs are allocated from; its first address is the kubernetes Service.")
+	fs.StringSliceVar(&o.TLSSANs, "tls-san", o.TLSSANs, "Extra DNS names or IP addresses for the serving certificate (repeatable).")
+	o.SecureServing.AddFlags(fs)
+	o.Etcd.AddFlags(fs)
+	// The embedded etcd is the default; these flags only matter with --etcd-servers.
+	fs.Lookup("etcd-servers").Usage = "Use these etcd servers (scheme://ip:port, comma separated) instead of the embedded etcd."
+}
+
+// Complete fills in defaults derived from other options and from the data dir: the advertise
+// address, the PKI and the admin token. It creates them on first start.
+func (o *Options) Complete() error {
+	if err := os.MkdirAll(o.DataDir, 0o700); err != nil {
+		return fmt.Errorf("creating --data-dir %s: %w", o.DataDir, err)
+	}
+	advertise, err := o.resolveAdvertiseAddress()
+	if err != nil {
+		return err
+	}
+	o.advertiseIP = advertise
+
+	certs := pki.FilesIn(o.DataDir)
+	if o.SecureServing.ServerCert.CertKey.CertFile == "" {
+		hosts, err := o.servingHosts()
+		if err != nil {
+			return err
+		}
+		if o.caPEM, err = pki.Ensure(certs, hosts); err != nil {
+			return err
+		}
+		o.SecureServing.ServerCert.CertKey.CertFile = certs.ServingCert
+		o.SecureServing.ServerCert.CertKey.KeyFile = certs.ServingKey
+	} else if o.caPEM, err = os.ReadFile(o.SecureServing.ServerCert.CertKey.CertFile); err != nil {
+		return fmt.Errorf("reading --tls-cert-file: %w", err)
+	}
+
+	if o.adminToken, err = auth.EnsureAdminToken(o.tokenFile()); err != nil {
+		return err
+	}
+	return nil
+}
+
+func (o *Options) tokenFile() string { return filepath.Join(o.DataDir, "tokens.csv") }
+
+// AdminKubeconfigPath is where the admin kubeconfig is written.
+func (o *Options) AdminKubeconfigPath() string { return filepath.Join(o.DataDir, "admin.kubeconfig") }
+
+func (o *Options) resolveAdvertiseAddress() (netip.Addr, error) {
+	if o.AdvertiseAddress != "" {
+		addr, err := netip.ParseAddr(o.AdvertiseAddress)
+		if err != nil {
+			return netip.Addr{}, fmt.Errorf("--advertise-address %q is not an IP address", o.AdvertiseAddress)
+		}
+		return addr, nil
+	}
+	if bind, ok := netip.AddrFromSlice(o.SecureServing.BindAddress); ok && !bind.Unmap().IsUnspecified() {
+		return bind.Unmap(), nil
+	}
+	for _, addr := range hostAddresses() {
+		if !addr.IsLoopback() && addr.Is4() {
+			return addr, nil
+		}
+	}
+	return netip.MustParseAddr("127.0.0.1"), nil
+}
+
+// servingHosts are the names and addresses the serving certificate must cover: loopback, this
+// host's addresses, the advertise address, the kubernetes Service's IP and names, and --tls-san.
+func (o *Options) servingHosts() ([]string, error) {
+	hosts := []string{"localhost", "127.0.0.1", "::1", o.advertiseIP.String(),
+		"kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"}
+	if name, err := os.Hostname(); err == nil {
+		hosts = append(hosts, name)
+	}
+	for _, addr := range hostAddresses() {
+		hosts = append(hosts, addr.String())
+	}
+	prefix, err := netip.ParsePrefix(o.ServiceClusterIPRange)
+	if err != nil {
+		return nil, fmt.Errorf("--service-cluster-ip-range %q is not a CIDR: %w", o.ServiceClusterIPRange, err)
+	}
+	hosts = append(hosts, prefix.Masked().Addr().Next().String())
+	return append(hosts, o.TLSSANs...), nil
+}
+
+func hostAddresses() []netip.Addr {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return nil
+	}
+	var out []netip.Addr
+	for _, a := range addrs {
+		if ipnet, ok := a.(*net.IPNet); ok {
+			if addr, ok := netip.AddrFromSlice(ipnet.IP); ok && !addr.Unmap().IsLinkLocalUnicast() {
+				out = append(out, addr.Unmap())
+			}
+		}
+	}
+	return out
+}
+
+// Validate reports every invalid option at once.
+func (o *Options) Validate() error {
+	var errs []error
+	if o.DataDir == "" {
+		errs = append(errs, errors.New("--data-dir must not be empty"))
+	}
+	if _, err := netip.ParsePrefix(o.ServiceClusterIPRange); err != nil {
+		errs = append(errs, fmt.Errorf("--service-cluster-ip-range %q is not a CIDR", o.ServiceClusterIPRange))
+	}
+	errs = append(errs, o.SecureServing.Validate()...)
+	for _, err := range o.Etcd.Validate() {
+		// Without --etcd-servers the embedded etcd is used, so its absence is not an error.
+		if !strings.Contains(err.Error(), "--etcd-servers must be specified") {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// storageCodec stores objects as protobuf in their v1 version, as kube-apiserver does.
+func storageCodec() (runtime.Codec, runtime.GroupVersioner, error) {
+	info, ok := runtime.SerializerInfoForMediaType(scheme.Codecs.SupportedMediaTypes(), runtime.ContentTypeProtobuf)
+	if !ok {
+		return nil, nil, errors.New("no protobuf serializer registered")
+	}
+	versions := schema.GroupVersions{corev1.SchemeGroupVersion, appsv1.SchemeGroupVersion,
+		discoveryv1.SchemeGroupVersion, autoscalingv1.SchemeGroupVersion}
+	codec := scheme.Codecs.CodecForVersions(info.Serializer, scheme.Codecs.UniversalDeserializer(), versions, runtime.InternalGroupVersioner)
+	return codec, versions, nil
+}
+
+// Config builds the API server's configuration; etcdEndpoint is the embedded etcd's, or empty
+// when --etcd-servers is set.
+func (o *Options) Config(etcdEndpoint string) (*apiserver.Config, error) {
+	cfg := genericapiserver.NewConfig(scheme.Codecs)
+	cfg.EffectiveVersion = version.NewEffective()
+	cfg.PublicAddress = o.advertiseIP.AsSlice()
+	if err := o.SecureServing.ApplyTo(&cfg.SecureServing, &cfg.LoopbackClientConfig); err != nil {
+		return nil, fmt.Errorf("setting up HTTPS serving: %w", err)
+	}
+
+	tokens, err := auth.LoadTokenFile(o.tokenFile())
+	if err != nil {
+		return nil, err
+	}
+	cfg.Authentication.Authenticator = auth.NewRequestAuthenticator(tokens)
+	cfg.Authorization.Authorizer = auth.Authorizer{}
+
+	codec, versions, err := storageCodec()
+	if err != nil {
+		return nil, err
+	}
+	etcdOpts := *o.Etcd
+	etcdOpts.StorageConfig.Codec = codec
+	etcdOpts.StorageConfig.EncodeVersioner = versions
+	if etcdEndpoint != "" {
+		etcdOpts.StorageConfig.Transport.ServerList = []string{etcdEndpoint}
+	}
+	if err := etcdOpts.ApplyTo(cfg); err != nil {
+		return nil, fmt.Errorf("setting up etcd storage: %w", err)
+	}
+
+	namer := openapinamer.NewDefinitionNamer(scheme.NewExternalScheme())
+	cfg.OpenAPIConfig = genericapiserver.DefaultOpenAPIConfig(openapi.GetOpenAPIDefinitions, namer)
+	cfg.OpenAPIConfig.Info.Title = "Kubernetes"
+	cfg.OpenAPIV3Config = genericapiserver.DefaultOpenAPIV3Config(openapi.GetOpenAPIDefinitions, namer)
+	cfg.OpenAPIV3Config.Info.Title = "Kubernetes"
+
+	client, err := kubernetes.NewForConfig(cfg.LoopbackClientConfig)
+	if err != nil {
+		return nil, err
+	}
+	factory := informers.NewSharedInformerFactory(client, 0)
+	cfg.AdmissionControl = namespacelifecycle.New(client, factory.Core().V1().Namespaces().Informer())
+
+	return &apiserver.Config{Generic: cfg, Informers: factory, Controllers: controllers()}, nil
+}
+
+// WriteAdminKubeconfig writes the kubeconfig of the admin user.
+func (o *Options) WriteAdminKubeconfig() error {
+	host := o.advertiseIP.String()
+	if bind, ok := netip.AddrFromSlice(o.SecureServing.BindAddress); ok && (bind.Unmap().IsUnspecified() || bind.Unmap().IsLoopback()) {
+		// A server listening on all addresses is reachable on loopback, which never changes.
+		host = "127.0.0.1"
+	}
+	server := "https://" + net.JoinHostPort(host, fmt.Sprint(o.SecureServing.BindPort))
+	kubeconfig := clientcmdapi.NewConfig()
+	kubeconfig.Clusters["svcplane"] = &clientcmdapi.Cluster{Server: server, CertificateAuthorityData: o.caPEM}
+	kubeconfig.AuthInfos["admin"] = &clientcmdapi.AuthInfo{Token: o.adminToken}
+	kubeconfig.Contexts["svcplane"] = &clientcmdapi.Context{Cluster: "svcplane", AuthInfo: "admin", Namespace: "default"}
+	kubeconfig.CurrentContext = "svcplane"
+	if err := clientcmd.WriteToFile(*kubeconfig, o.AdminKubeconfigPath()); err != nil {
+		return fmt.Errorf("writing %s: %w", o.AdminKubeconfigPath(), err)
+	}
+	return os.Chmod(o.AdminKubeconfigPath(), 0o600)
+}

@@ -1,0 +1,98 @@
+package server
+
+import (
+	"context"
+	"errors"
+	goflag "flag"
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+	genericapiserver "k8s.io/apiserver/pkg/server"
+	"k8s.io/klog/v2"
+
+	"github.com/svcplane/svcplane/pkg/controller"
+	"github.com/svcplane/svcplane/pkg/controller/garbagecollector"
+	"github.com/svcplane/svcplane/pkg/controller/namespace"
+	"github.com/svcplane/svcplane/pkg/etcd"
+)
+
+// NewCommand returns the `svcplane server` command.
+func NewCommand() *cobra.Command {
+	o := NewOptions()
+	cmd := &cobra.Command{
+		Use:   "server",
+		Short: "Run the API server with its embedded etcd and controllers",
+		Long: `Run the Kubernetes-compatible API server. On first start it creates, under --data-dir,
+an embedded etcd, a CA and serving certificate, an admin token and admin.kubeconfig:
+
+  kubectl --kubeconfig svcplane-data/admin.kubeconfig get namespaces`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := o.Complete(); err != nil {
+				return err
+			}
+			if err := o.Validate(); err != nil {
+				return err
+			}
+			return o.Run(cmd.Context())
+		},
+	}
+	o.AddFlags(cmd.Flags())
+	klogFlags := goflag.NewFlagSet("klog", goflag.ContinueOnError)
+	klog.InitFlags(klogFlags)
+	cmd.Flags().AddGoFlag(klogFlags.Lookup("v"))
+	cmd.Flags().AddGoFlag(klogFlags.Lookup("vmodule"))
+	return cmd
+}
+
+// Run serves until ctx is cancelled or a component fails.
+func (o *Options) Run(ctx context.Context) error {
+	start := time.Now()
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+
+	endpoint := ""
+	if len(o.Etcd.StorageConfig.Transport.ServerList) == 0 {
+		store, err := etcd.Start(ctx, o.DataDir+"/etcd")
+		if err != nil {
+			return err
+		}
+		defer store.Close()
+		endpoint = store.Endpoint
+		go func() {
+			if err := <-store.Err(); err != nil {
+				cancel(fmt.Errorf("embedded etcd failed: %w", err))
+			}
+		}()
+	}
+
+	cfg, err := o.Config(endpoint)
+	if err != nil {
+		return err
+	}
+	server, err := cfg.Complete().New()
+	if err != nil {
+		return fmt.Errorf("creating the API server: %w", err)
+	}
+	if err := o.WriteAdminKubeconfig(); err != nil {
+		return err
+	}
+	server.AddPostStartHookOrDie("svcplane-ready-log", func(genericapiserver.PostStartHookContext) error {
+		klog.InfoS("svcplane server is serving", "address", o.SecureServing.BindAddress, "port", o.SecureServing.BindPort,
+			"kubeconfig", o.AdminKubeconfigPath(), "startup", time.Since(start).Round(time.Millisecond))
+		return nil
+	})
+	err = server.PrepareRun().RunWithContext(ctx)
+	if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
+		return cause
+	}
+	return err
+}
+
+func controllers() []controller.Registration {
+	return []controller.Registration{
+		{Name: "namespace", New: namespace.New},
+		{Name: "garbage-collector", New: garbagecollector.New},
+	}
+}
