@@ -22,5 +22,5 @@ func main() { os.Exit(cli.Run(cmd.NewDefaultKubectlCommand())) }
 GO
 go get "k8s.io/kubectl@$version" "k8s.io/component-base@$version" >/dev/null
 go mod tidy >/dev/null
-go build -o "$out" .
+go build -ldflags "-X k8s.io/component-base/version.gitVersion=${version/v0./v1.}" -o "$out" .
 "$out" version --client
