@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/svcplane/svcplane/pkg/cmd/sandbox"
 	"github.com/svcplane/svcplane/pkg/cmd/server"
 	"github.com/svcplane/svcplane/pkg/version"
 )
@@ -23,6 +24,7 @@ func main() {
 	}
 	root.AddCommand(
 		server.NewCommand(),
+		sandbox.NewCommand(),
 		&cobra.Command{
 			Use:   "version",
 			Short: "Print the version",

@@ -1,0 +1,135 @@
+// Package topology builds and removes the network-namespace cluster that the sandbox, the
+// networked tests and the benchmarks run in.
+//
+// Everything lives inside namespaces this package creates; the host's root namespace only gains
+// the namespace names under /run/netns. The address plan (below) is fixed so that tests and
+// docs can name addresses; the per-run name keeps topologies apart:
+//
+//	svp-<name>-net    bridge br0 10.250.0.1/24, the node network (no uplink, no default route)
+//	svp-<name>-cp     control plane, eth0 10.250.0.2
+//	svp-<name>-nodeN  node N, eth0 10.250.0.(10+N), pod bridge cbr0 10.244.N.1/24
+//	svp-<name>-ext    outside client, eth0 10.250.0.200
+//
+// See docs/sandbox.md for routes, sysctls and the safety rules.
+package topology
+
+import (
+	"fmt"
+	"net/netip"
+	"regexp"
+	"strconv"
+	"strings"
+)
+
+// Address plan shared by every topology (see ARCHITECTURE.md, "Test topology").
+var (
+	NodeNetwork      = netip.MustParsePrefix("10.250.0.0/24")
+	BridgeAddr       = netip.MustParseAddr("10.250.0.1")
+	ControlPlaneAddr = netip.MustParseAddr("10.250.0.2")
+	ExternalAddr     = netip.MustParseAddr("10.250.0.200")
+	ClusterCIDR      = netip.MustParsePrefix("10.244.0.0/16")
+	ServiceCIDR      = netip.MustParsePrefix("10.96.0.0/12")
+	ClusterDNSAddr   = netip.MustParseAddr("10.96.0.10")
+	LoadBalancerPool = netip.MustParsePrefix("10.251.0.0/24")
+)
+
+// APIServerPort is where `svcplane server` listens inside the control-plane namespace.
+const APIServerPort = 6443
+
+// Member names: the last part of a namespace name, and what `svcplane sandbox exec` takes.
+const (
+	MemberNetwork      = "net"
+	MemberControlPlane = "cp"
+	MemberExternal     = "ext"
+)
+
+// Interface names inside the namespaces. Every namespace has its own interface-name space, so
+// these need no per-run prefix and stay far below the 15-character limit.
+const (
+	NodeBridgeName = "br0"  // in the net namespace
+	UplinkName     = "eth0" // in every member namespace, the veth end facing br0
+	PodBridgeName  = "cbr0" // in every node namespace
+)
+
+// MaxNodes keeps node addresses (10.250.0.10+N) below the outside client's 10.250.0.200.
+const MaxNodes = 189
+
+// NamespacePrefix starts every namespace name this package creates, so that leftovers of a
+// killed run can be recognised and removed (see CleanupStale).
+const NamespacePrefix = "svp-"
+
+// NodeMember names node n (1-based) as it appears in namespace names and, later, as its Node
+// object name.
+func NodeMember(n int) string { return "node" + strconv.Itoa(n) }
+
+// NodeAddr is node n's address on the node network: node1 is 10.250.0.11. Past node 9 this
+// continues as 10+n (node10 is 10.250.0.20) rather than string concatenation, so addresses stay
+// contiguous.
+func NodeAddr(n int) netip.Addr {
+	return netip.AddrFrom4([4]byte{10, 250, 0, byte(10 + n)})
+}
+
+// PodCIDR is the /24 node n hands out to its pods.
+func PodCIDR(n int) netip.Prefix {
+	return netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 244, byte(n), 0}), 24)
+}
+
+// PodGateway is node n's address on its pod bridge, the default gateway of its pods.
+func PodGateway(n int) netip.Addr {
+	return netip.AddrFrom4([4]byte{10, 244, byte(n), 1})
+}
+
+// NamespaceName is the network namespace that holds member of topology name.
+func NamespaceName(name, member string) string {
+	return NamespacePrefix + name + "-" + member
+}
+
+// splitNamespaceName is the inverse of NamespaceName; ok is false for namespaces that are not ours.
+func splitNamespaceName(ns string) (name, member string, ok bool) {
+	rest, found := strings.CutPrefix(ns, NamespacePrefix)
+	if !found {
+		return "", "", false
+	}
+	i := strings.LastIndexByte(rest, '-')
+	if i <= 0 || i == len(rest)-1 {
+		return "", "", false
+	}
+	name, member = rest[:i], rest[i+1:]
+	if ValidateName(name) != nil || !validMember(member) {
+		return "", "", false
+	}
+	return name, member, true
+}
+
+func validMember(member string) bool {
+	switch member {
+	case MemberNetwork, MemberControlPlane, MemberExternal:
+		return true
+	}
+	n, ok := nodeNumber(member)
+	return ok && n >= 1 && n <= MaxNodes
+}
+
+// nodeNumber returns n for "nodeN".
+func nodeNumber(member string) (int, bool) {
+	digits, ok := strings.CutPrefix(member, "node")
+	if !ok || digits == "" || digits[0] == '0' {
+		return 0, false
+	}
+	n, err := strconv.Atoi(digits)
+	return n, err == nil
+}
+
+var namePattern = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]*[a-z0-9])?$`)
+
+// maxNameLen keeps namespace names and state paths readable; namespace names themselves may be
+// long, interface names never carry the run name.
+const maxNameLen = 24
+
+// ValidateName checks a topology (sandbox) name.
+func ValidateName(name string) error {
+	if len(name) > maxNameLen || !namePattern.MatchString(name) {
+		return fmt.Errorf("invalid sandbox name %q: use 1-%d lower-case letters, digits and '-', starting and ending with a letter or digit", name, maxNameLen)
+	}
+	return nil
+}
