@@ -37,6 +37,7 @@ import (
 	"github.com/svcplane/svcplane/pkg/registry/pod"
 	"github.com/svcplane/svcplane/pkg/registry/replicaset"
 	"github.com/svcplane/svcplane/pkg/registry/service"
+	"github.com/svcplane/svcplane/pkg/registry/service/allocator"
 )
 
 // Config is everything New needs.
@@ -46,12 +47,15 @@ type Config struct {
 	Informers informers.SharedInformerFactory
 	// Controllers run in the server process after start-up.
 	Controllers []controller.Registration
+	// Services configures Service allocation and the kubernetes Service; nil disables both.
+	Services *ServiceConfig
 }
 
 type completedConfig struct {
 	generic     genericapiserver.CompletedConfig
 	informers   informers.SharedInformerFactory
 	controllers []controller.Registration
+	services    *ServiceConfig
 }
 
 // CompletedConfig is a Config whose derived fields are filled in.
@@ -65,6 +69,7 @@ func (c *Config) Complete() CompletedConfig {
 		generic:     c.Generic.Complete(c.Informers),
 		informers:   c.Informers,
 		controllers: c.Controllers,
+		services:    c.Services,
 	}}
 }
 
@@ -74,10 +79,13 @@ func (c CompletedConfig) New() (*genericapiserver.GenericAPIServer, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := installAPIs(s, c.generic.RESTOptionsGetter); err != nil {
+	if err := installAPIs(s, c.generic.RESTOptionsGetter, c.services); err != nil {
 		return nil, err
 	}
 	loopback := c.generic.LoopbackClientConfig
+	if c.services != nil {
+		c.services.addHooks(s, loopback)
+	}
 	s.AddPostStartHookOrDie("svcplane-system-namespaces", func(hook genericapiserver.PostStartHookContext) error {
 		client, err := kubernetes.NewForConfig(loopback)
 		if err != nil {
@@ -113,10 +121,16 @@ func (c CompletedConfig) New() (*genericapiserver.GenericAPIServer, error) {
 }
 
 // installAPIs installs the core group at /api and the named groups at /apis.
-func installAPIs(s *genericapiserver.GenericAPIServer, opts generic.RESTOptionsGetter) error {
-	core := map[string]rest.Storage{}
+func installAPIs(s *genericapiserver.GenericAPIServer, opts generic.RESTOptionsGetter, services *ServiceConfig) error {
+	var allocators *allocator.Set
+	if services != nil {
+		allocators = services.Allocators
+	}
+	core, err := service.NewStores(opts, withTable(service.Definition(), printers.ForServices()), allocators)
+	if err != nil {
+		return err
+	}
 	for _, d := range []base.Definition{
-		withTable(service.Definition(), printers.ForServices()),
 		withTable(endpoints.Definition(), printers.ForEndpoints()),
 		withTable(pod.Definition(), printers.ForPods()),
 		withTable(node.Definition(), printers.ForNodes()),

@@ -39,7 +39,7 @@ func servedResources() []resourceCase {
 apiVersion: v1
 kind: Namespace
 metadata: {name: crud-namespace}`},
-		{gvr: core("services"), namespaced: true, status: `{"loadBalancer":{"ingress":[{"ip":"10.251.0.10"}]}}`, manifest: `
+		{gvr: core("services"), namespaced: true, status: `{"conditions":[{"type":"Ready","status":"True","reason":"Tested","message":"set through /status","lastTransitionTime":"2026-11-24T12:00:00Z"}]}`, manifest: `
 apiVersion: v1
 kind: Service
 metadata: {name: crud-service}
@@ -101,6 +101,15 @@ spec:
 	}
 }
 
+// endpointsOwner is the selectorless Service the hand-made Endpoints belong to: like upstream's,
+// our endpoints controller deletes Endpoints whose Service does not exist.
+const endpointsOwner = `
+apiVersion: v1
+kind: Service
+metadata: {name: crud-endpoints}
+spec:
+  ports: [{port: 80}]`
+
 func decodeManifest(t *testing.T, manifest string) *unstructured.Unstructured {
 	t.Helper()
 	obj := &unstructured.Unstructured{}
@@ -115,6 +124,9 @@ func decodeManifest(t *testing.T, manifest string) *unstructured.Unstructured {
 func TestEveryResourceRoundTrips(t *testing.T) {
 	s := testserver.Start(t, testserver.Options{})
 	dyn := dynamic.NewForConfigOrDie(s.RestConfig)
+	if _, stderr, err := s.KubectlWithInput(t, endpointsOwner, "apply", "-f", "-"); err != nil {
+		t.Fatalf("kubectl apply: %v\n%s", err, stderr)
+	}
 	for _, rc := range servedResources() {
 		t.Run(rc.gvr.Resource, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)

@@ -22,7 +22,7 @@ import (
 func TestRestartKeepsEveryObject(t *testing.T) {
 	s := testserver.Start(t, testserver.Options{})
 	ctx := context.Background()
-	var manifests []string
+	manifests := []string{endpointsOwner}
 	for _, rc := range servedResources() {
 		manifests = append(manifests, rc.manifest)
 	}

@@ -45,6 +45,10 @@ func defaultService(svc *corev1.Service) {
 	if spec.SessionAffinity == "" {
 		spec.SessionAffinity = corev1.ServiceAffinityNone
 	}
+	// A config only means something for ClientIP affinity; upstream drops a stray one.
+	if spec.SessionAffinity == corev1.ServiceAffinityNone {
+		spec.SessionAffinityConfig = nil
+	}
 	if spec.SessionAffinity == corev1.ServiceAffinityClientIP {
 		if spec.SessionAffinityConfig == nil {
 			spec.SessionAffinityConfig = &corev1.SessionAffinityConfig{}
@@ -68,12 +72,18 @@ func defaultService(svc *corev1.Service) {
 			p.TargetPort = intstr.FromInt32(p.Port)
 		}
 	}
-	if (spec.Type == corev1.ServiceTypeNodePort || spec.Type == corev1.ServiceTypeLoadBalancer) &&
-		spec.ExternalTrafficPolicy == "" {
+	// Every externally accessible Service gets a policy, including a ClusterIP Service with
+	// externalIPs (upstream's apiservice.ExternallyAccessible); validation requires it.
+	externallyAccessible := spec.Type == corev1.ServiceTypeNodePort || spec.Type == corev1.ServiceTypeLoadBalancer ||
+		(spec.Type == corev1.ServiceTypeClusterIP && len(spec.ExternalIPs) > 0)
+	if externallyAccessible && spec.ExternalTrafficPolicy == "" {
 		spec.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicyCluster
 	}
-	if spec.InternalTrafficPolicy == nil && spec.Type != corev1.ServiceTypeExternalName {
-		spec.InternalTrafficPolicy = ptr.To(corev1.ServiceInternalTrafficPolicyCluster)
+	if spec.InternalTrafficPolicy == nil {
+		switch spec.Type {
+		case corev1.ServiceTypeClusterIP, corev1.ServiceTypeNodePort, corev1.ServiceTypeLoadBalancer:
+			spec.InternalTrafficPolicy = ptr.To(corev1.ServiceInternalTrafficPolicyCluster)
+		}
 	}
 	if spec.Type == corev1.ServiceTypeLoadBalancer && spec.AllocateLoadBalancerNodePorts == nil {
 		spec.AllocateLoadBalancerNodePorts = ptr.To(true)

@@ -35,6 +35,7 @@ import (
 	"github.com/svcplane/svcplane/pkg/auth"
 	"github.com/svcplane/svcplane/pkg/generated/openapi"
 	"github.com/svcplane/svcplane/pkg/pki"
+	"github.com/svcplane/svcplane/pkg/registry/service/allocator"
 	"github.com/svcplane/svcplane/pkg/version"
 )
 
@@ -43,14 +44,17 @@ type Options struct {
 	DataDir               string
 	AdvertiseAddress      string
 	ServiceClusterIPRange string
+	ServiceNodePortRange  string
 	TLSSANs               []string
 	SecureServing         *genericoptions.SecureServingOptionsWithLoopback
 	Etcd                  *genericoptions.EtcdOptions
 
 	// Filled by Complete.
-	advertiseIP netip.Addr
-	adminToken  string
-	caPEM       []byte
+	advertiseIP   netip.Addr
+	serviceCIDRs  []netip.Prefix
+	nodePortRange allocator.PortRangeSpec
+	adminToken    string
+	caPEM         []byte
 }
 
 // NewOptions returns the defaults: HTTPS on :6443, data in ./svcplane-data, embedded etcd.
@@ -61,6 +65,7 @@ func NewOptions() *Options {
 	return &Options{
 		DataDir:               "svcplane-data",
 		ServiceClusterIPRange: "10.96.0.0/12",
+		ServiceNodePortRange:  "30000-32767",
 		SecureServing:         serving.WithLoopback(),
 		Etcd:                  genericoptions.NewEtcdOptions(storagebackend.NewDefaultConfig("/registry", nil)),
 	}
@@ -72,7 +77,10 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.AdvertiseAddress, "advertise-address", o.AdvertiseAddress,
 		"The IP address clients and nodes reach the API server at. Defaults to --bind-address, or to the host's first non-loopback address when binding to all.")
 	fs.StringVar(&o.ServiceClusterIPRange, "service-cluster-ip-range", o.ServiceClusterIPRange,
-		"CIDR Service cluster IPs are allocated from; its first address is the kubernetes Service.")
+		"CIDR Service cluster IPs are allocated from; its first address is the kubernetes Service. "+
+			"For dual-stack, two CIDRs of different families separated by a comma; the first is the primary family.")
+	fs.StringVar(&o.ServiceNodePortRange, "service-node-port-range", o.ServiceNodePortRange,
+		"Port range (first-last, inclusive) NodePort and LoadBalancer Services' node ports are allocated from.")
 	fs.StringSliceVar(&o.TLSSANs, "tls-san", o.TLSSANs, "Extra DNS names or IP addresses for the serving certificate (repeatable).")
 	o.SecureServing.AddFlags(fs)
 	o.Etcd.AddFlags(fs)
@@ -148,11 +156,13 @@ func (o *Options) servingHosts() ([]string, error) {
 	for _, addr := range hostAddresses() {
 		hosts = append(hosts, addr.String())
 	}
-	prefix, err := netip.ParsePrefix(o.ServiceClusterIPRange)
+	cidrs, err := parseServiceCIDRs(o.ServiceClusterIPRange)
 	if err != nil {
-		return nil, fmt.Errorf("--service-cluster-ip-range %q is not a CIDR: %w", o.ServiceClusterIPRange, err)
+		return nil, err
 	}
-	hosts = append(hosts, prefix.Masked().Addr().Next().String())
+	for _, prefix := range cidrs {
+		hosts = append(hosts, prefix.Masked().Addr().Next().String())
+	}
 	return append(hosts, o.TLSSANs...), nil
 }
 
@@ -178,8 +188,12 @@ func (o *Options) Validate() error {
 	if o.DataDir == "" {
 		errs = append(errs, errors.New("--data-dir must not be empty"))
 	}
-	if _, err := netip.ParsePrefix(o.ServiceClusterIPRange); err != nil {
-		errs = append(errs, fmt.Errorf("--service-cluster-ip-range %q is not a CIDR", o.ServiceClusterIPRange))
+	var err error
+	if o.serviceCIDRs, err = parseServiceCIDRs(o.ServiceClusterIPRange); err != nil {
+		errs = append(errs, err)
+	}
+	if o.nodePortRange, err = allocator.ParsePortRange(o.ServiceNodePortRange); err != nil {
+		errs = append(errs, fmt.Errorf("--service-node-port-range: %w", err))
 	}
 	errs = append(errs, o.SecureServing.Validate()...)
 	for _, err := range o.Etcd.Validate() {
@@ -189,6 +203,33 @@ func (o *Options) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// parseServiceCIDRs reads --service-cluster-ip-range: one CIDR, or two of different families.
+func parseServiceCIDRs(flag string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, s := range strings.Split(flag, ",") {
+		prefix, err := netip.ParsePrefix(strings.TrimSpace(s))
+		if err != nil {
+			return nil, fmt.Errorf("--service-cluster-ip-range %q: %q is not a CIDR", flag, s)
+		}
+		out = append(out, prefix.Masked())
+	}
+	switch {
+	case len(out) > 2:
+		return nil, fmt.Errorf("--service-cluster-ip-range %q: at most two CIDRs (one IPv4, one IPv6)", flag)
+	case len(out) == 2 && out[0].Addr().Is4() == out[1].Addr().Is4():
+		return nil, fmt.Errorf("--service-cluster-ip-range %q: a dual-stack range needs one IPv4 and one IPv6 CIDR", flag)
+	}
+	for _, prefix := range out {
+		if prefix.Addr().Is6() && prefix.Bits() < 64 {
+			return nil, fmt.Errorf("--service-cluster-ip-range %q: an IPv6 range may be at most a /64", flag)
+		}
+		if prefix.Addr().Is4() && prefix.Bits() > 30 {
+			return nil, fmt.Errorf("--service-cluster-ip-range %q: an IPv4 range needs at least a /30", flag)
+		}
+	}
+	return out, nil
 }
 
 // storageCodec stores objects as protobuf in their v1 version, as kube-apiserver does.
@@ -247,7 +288,26 @@ func (o *Options) Config(etcdEndpoint string) (*apiserver.Config, error) {
 	factory := informers.NewSharedInformerFactory(client, 0)
 	cfg.AdmissionControl = namespacelifecycle.New(client, factory.Core().V1().Namespaces().Informer())
 
-	return &apiserver.Config{Generic: cfg, Informers: factory, Controllers: controllers()}, nil
+	services, err := o.serviceConfig(etcdOpts.StorageConfig)
+	if err != nil {
+		return nil, err
+	}
+	return &apiserver.Config{Generic: cfg, Informers: factory, Controllers: controllers(), Services: services}, nil
+}
+
+// serviceConfig connects the Service allocators to the etcd the objects are stored in.
+func (o *Options) serviceConfig(storage storagebackend.Config) (*apiserver.ServiceConfig, error) {
+	client, err := allocator.NewEtcdClient(storage.Transport)
+	if err != nil {
+		return nil, err
+	}
+	set, err := allocator.NewSet(client, storage.Prefix, o.serviceCIDRs, o.nodePortRange)
+	if err != nil {
+		client.Close()
+		return nil, err
+	}
+	return &apiserver.ServiceConfig{Allocators: set, StoragePrefix: storage.Prefix,
+		Advertise: o.advertiseIP, Port: o.SecureServing.BindPort}, nil
 }
 
 // WriteAdminKubeconfig writes the kubeconfig of the admin user.

@@ -2,9 +2,13 @@
 package endpoints
 
 import (
+	"context"
+
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 
+	"github.com/svcplane/svcplane/pkg/api/validation"
 	"github.com/svcplane/svcplane/pkg/registry/base"
 )
 
@@ -17,5 +21,11 @@ func Definition() base.Definition {
 		Namespaced: true,
 		New:        func() runtime.Object { return &corev1.Endpoints{} },
 		NewList:    func() runtime.Object { return &corev1.EndpointsList{} },
+		Validate: func(_ context.Context, obj runtime.Object) field.ErrorList {
+			return validation.ValidateEndpoints(obj.(*corev1.Endpoints))
+		},
+		ValidateUpdate: func(_ context.Context, obj, old runtime.Object) field.ErrorList {
+			return validation.ValidateEndpointsUpdate(obj.(*corev1.Endpoints), old.(*corev1.Endpoints))
+		},
 	}
 }

@@ -2,9 +2,13 @@
 package endpointslice
 
 import (
+	"context"
+
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 
+	"github.com/svcplane/svcplane/pkg/api/validation"
 	"github.com/svcplane/svcplane/pkg/registry/base"
 )
 
@@ -16,6 +20,12 @@ func Definition() base.Definition {
 		Namespaced: true,
 		New:        func() runtime.Object { return &discoveryv1.EndpointSlice{} },
 		NewList:    func() runtime.Object { return &discoveryv1.EndpointSliceList{} },
+		Validate: func(_ context.Context, obj runtime.Object) field.ErrorList {
+			return validation.ValidateEndpointSlice(obj.(*discoveryv1.EndpointSlice))
+		},
+		ValidateUpdate: func(_ context.Context, obj, old runtime.Object) field.ErrorList {
+			return validation.ValidateEndpointSliceUpdate(obj.(*discoveryv1.EndpointSlice), old.(*discoveryv1.EndpointSlice))
+		},
 		// Upstream counts every change of the slice's content in metadata.generation, which the
 		// EndpointSlice controller uses to tell a stale cache from its own writes.
 		SpecChanged: func(obj, old runtime.Object) bool {
