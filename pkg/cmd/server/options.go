@@ -33,6 +33,7 @@ import (
 	"github.com/svcplane/svcplane/pkg/api/scheme"
 	"github.com/svcplane/svcplane/pkg/apiserver"
 	"github.com/svcplane/svcplane/pkg/auth"
+	"github.com/svcplane/svcplane/pkg/controller/endpointslice"
 	"github.com/svcplane/svcplane/pkg/generated/openapi"
 	"github.com/svcplane/svcplane/pkg/pki"
 	"github.com/svcplane/svcplane/pkg/registry/service/allocator"
@@ -48,6 +49,7 @@ type Options struct {
 	TLSSANs               []string
 	SecureServing         *genericoptions.SecureServingOptionsWithLoopback
 	Etcd                  *genericoptions.EtcdOptions
+	EndpointSlice         endpointslice.Options
 
 	// Filled by Complete.
 	advertiseIP   netip.Addr
@@ -68,6 +70,7 @@ func NewOptions() *Options {
 		ServiceNodePortRange:  "30000-32767",
 		SecureServing:         serving.WithLoopback(),
 		Etcd:                  genericoptions.NewEtcdOptions(storagebackend.NewDefaultConfig("/registry", nil)),
+		EndpointSlice:         endpointslice.DefaultOptions(),
 	}
 }
 
@@ -84,6 +87,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringSliceVar(&o.TLSSANs, "tls-san", o.TLSSANs, "Extra DNS names or IP addresses for the serving certificate (repeatable).")
 	o.SecureServing.AddFlags(fs)
 	o.Etcd.AddFlags(fs)
+	o.EndpointSlice.AddFlags(fs)
 	// The embedded etcd is the default; these flags only matter with --etcd-servers.
 	fs.Lookup("etcd-servers").Usage = "Use these etcd servers (scheme://ip:port, comma separated) instead of the embedded etcd."
 }
@@ -195,6 +199,9 @@ func (o *Options) Validate() error {
 	if o.nodePortRange, err = allocator.ParsePortRange(o.ServiceNodePortRange); err != nil {
 		errs = append(errs, fmt.Errorf("--service-node-port-range: %w", err))
 	}
+	if err := o.EndpointSlice.Validate(); err != nil {
+		errs = append(errs, err)
+	}
 	errs = append(errs, o.SecureServing.Validate()...)
 	for _, err := range o.Etcd.Validate() {
 		// Without --etcd-servers the embedded etcd is used, so its absence is not an error.
@@ -292,7 +299,7 @@ func (o *Options) Config(etcdEndpoint string) (*apiserver.Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &apiserver.Config{Generic: cfg, Informers: factory, Controllers: controllers(), Services: services}, nil
+	return &apiserver.Config{Generic: cfg, Informers: factory, Controllers: o.controllers(), Services: services}, nil
 }
 
 // serviceConfig connects the Service allocators to the etcd the objects are stored in.

@@ -12,6 +12,9 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/svcplane/svcplane/pkg/controller"
+	"github.com/svcplane/svcplane/pkg/controller/endpoints"
+	"github.com/svcplane/svcplane/pkg/controller/endpointslice"
+	"github.com/svcplane/svcplane/pkg/controller/endpointslicemirroring"
 	"github.com/svcplane/svcplane/pkg/controller/garbagecollector"
 	"github.com/svcplane/svcplane/pkg/controller/namespace"
 	"github.com/svcplane/svcplane/pkg/etcd"
@@ -90,9 +93,15 @@ func (o *Options) Run(ctx context.Context) error {
 	return err
 }
 
-func controllers() []controller.Registration {
+func (o *Options) controllers() []controller.Registration {
+	// The legacy Endpoints controller shares the EndpointSlice controller's workers and batching.
+	eps := endpoints.Options{Workers: o.EndpointSlice.Workers, BatchQuiet: o.EndpointSlice.BatchQuiet,
+		BatchBusyQuiet: o.EndpointSlice.BatchBusyQuiet, BatchMaxDelay: o.EndpointSlice.BatchMaxDelay}
 	return []controller.Registration{
 		{Name: "namespace", New: namespace.New},
 		{Name: "garbage-collector", New: garbagecollector.New},
+		{Name: "endpointslice", New: endpointslice.NewWithOptions(o.EndpointSlice)},
+		{Name: "endpoints", New: endpoints.NewWithOptions(eps)},
+		{Name: "endpointslice-mirroring", New: endpointslicemirroring.New},
 	}
 }

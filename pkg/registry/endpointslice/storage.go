@@ -3,6 +3,7 @@ package endpointslice
 
 import (
 	"context"
+	"maps"
 
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -26,12 +27,13 @@ func Definition() base.Definition {
 		ValidateUpdate: func(_ context.Context, obj, old runtime.Object) field.ErrorList {
 			return validation.ValidateEndpointSliceUpdate(obj.(*discoveryv1.EndpointSlice), old.(*discoveryv1.EndpointSlice))
 		},
-		// Upstream counts every change of the slice's content in metadata.generation, which the
-		// EndpointSlice controller uses to tell a stale cache from its own writes.
+		// Upstream counts every change of the slice's content, and of its labels, in
+		// metadata.generation: the EndpointSlice controller uses it to tell a stale cache from its
+		// own writes and to notice someone else relabelling its slices.
 		SpecChanged: func(obj, old runtime.Object) bool {
 			n, o := obj.(*discoveryv1.EndpointSlice), old.(*discoveryv1.EndpointSlice)
 			return n.AddressType != o.AddressType || !base.SpecEqual(n.Endpoints, o.Endpoints) ||
-				!base.SpecEqual(n.Ports, o.Ports)
+				!base.SpecEqual(n.Ports, o.Ports) || !maps.Equal(n.Labels, o.Labels)
 		},
 	}
 }
