@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	dnscmd "github.com/svcplane/svcplane/pkg/cmd/dns"
 	"github.com/svcplane/svcplane/pkg/cmd/sandbox"
 	"github.com/svcplane/svcplane/pkg/cmd/server"
 	"github.com/svcplane/svcplane/pkg/version"
@@ -25,6 +26,7 @@ func main() {
 	root.AddCommand(
 		server.NewCommand(),
 		sandbox.NewCommand(),
+		dnscmd.NewCommand(),
 		&cobra.Command{
 			Use:   "version",
 			Short: "Print the version",

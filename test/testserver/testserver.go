@@ -134,9 +134,23 @@ func (s *Server) start(t testing.TB, bin string) {
 	t.Fatalf("starting svcplane server: %v\nlog:\n%s", lastErr, tail(s.Log(), 8<<10))
 }
 
+func mentionsDNS(args []string) bool {
+	for _, a := range args {
+		if strings.HasPrefix(a, "--dns") {
+			return true
+		}
+	}
+	return false
+}
+
 func (s *Server) launch(bin string) error {
 	args := append([]string{"server", "--data-dir", s.DataDir, "--bind-address", "127.0.0.1",
 		"--secure-port", strconv.Itoa(s.Port)}, s.args...)
+	if !mentionsDNS(s.args) {
+		// The built-in DNS server defaults to :53 on every address; tests that want it say where
+		// (a loopback port), all others must not listen beyond loopback.
+		args = append(args, "--dns=false")
+	}
 	cmd := exec.Command(bin, args...)
 	s.mu.Lock()
 	s.log = &bytes.Buffer{}

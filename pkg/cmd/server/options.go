@@ -50,6 +50,7 @@ type Options struct {
 	SecureServing         *genericoptions.SecureServingOptionsWithLoopback
 	Etcd                  *genericoptions.EtcdOptions
 	EndpointSlice         endpointslice.Options
+	DNS                   *embeddedDNS
 
 	// Filled by Complete.
 	advertiseIP   netip.Addr
@@ -71,6 +72,7 @@ func NewOptions() *Options {
 		SecureServing:         serving.WithLoopback(),
 		Etcd:                  genericoptions.NewEtcdOptions(storagebackend.NewDefaultConfig("/registry", nil)),
 		EndpointSlice:         endpointslice.DefaultOptions(),
+		DNS:                   newEmbeddedDNS(),
 	}
 }
 
@@ -88,6 +90,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	o.SecureServing.AddFlags(fs)
 	o.Etcd.AddFlags(fs)
 	o.EndpointSlice.AddFlags(fs)
+	o.DNS.addFlags(fs)
 	// The embedded etcd is the default; these flags only matter with --etcd-servers.
 	fs.Lookup("etcd-servers").Usage = "Use these etcd servers (scheme://ip:port, comma separated) instead of the embedded etcd."
 }
@@ -198,6 +201,9 @@ func (o *Options) Validate() error {
 	}
 	if o.nodePortRange, err = allocator.ParsePortRange(o.ServiceNodePortRange); err != nil {
 		errs = append(errs, fmt.Errorf("--service-node-port-range: %w", err))
+	}
+	if err := o.DNS.completeAndValidate(o.serviceCIDRs, o.advertiseIP); err != nil {
+		errs = append(errs, err)
 	}
 	if err := o.EndpointSlice.Validate(); err != nil {
 		errs = append(errs, err)

@@ -86,6 +86,7 @@ func (o *Options) Run(ctx context.Context) error {
 			"kubeconfig", o.AdminKubeconfigPath(), "startup", time.Since(start).Round(time.Millisecond))
 		return nil
 	})
+	o.DNS.addHook(server, cancel)
 	err = server.PrepareRun().RunWithContext(ctx)
 	if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
 		return cause
