@@ -210,13 +210,15 @@ func TestGarbageCollectorCascades(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		// The dependents are outside the ReplicaSet's selector and not controlled by it, so the
+		// ReplicaSet controller (which would delete Pods beyond replicas: 0) leaves them alone.
 		for i := 0; i < 2; i++ {
 			pod := &corev1.Pod{
 				ObjectMeta: metav1.ObjectMeta{
 					Name:   name + "-" + strconv.Itoa(i),
-					Labels: map[string]string{"rs": name},
+					Labels: map[string]string{"dependent-of": name},
 					OwnerReferences: []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "ReplicaSet",
-						Name: rs.Name, UID: rs.UID, Controller: ptr(true), BlockOwnerDeletion: ptr(true)}},
+						Name: rs.Name, UID: rs.UID, Controller: ptr(false), BlockOwnerDeletion: ptr(true)}},
 				},
 				Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "busybox"}}},
 			}
@@ -227,7 +229,7 @@ func TestGarbageCollectorCascades(t *testing.T) {
 		return rs
 	}
 	podsOf := func(name string) int {
-		pods, err := s.Client.CoreV1().Pods("default").List(ctx, metav1.ListOptions{LabelSelector: "rs=" + name})
+		pods, err := s.Client.CoreV1().Pods("default").List(ctx, metav1.ListOptions{LabelSelector: "dependent-of=" + name})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -262,7 +264,7 @@ func TestGarbageCollectorCascades(t *testing.T) {
 	}
 	time.Sleep(time.Second)
 	waitPods("orphan", 2)
-	pods, _ := s.Client.CoreV1().Pods("default").List(ctx, metav1.ListOptions{LabelSelector: "rs=orphan"})
+	pods, _ := s.Client.CoreV1().Pods("default").List(ctx, metav1.ListOptions{LabelSelector: "dependent-of=orphan"})
 	for _, p := range pods.Items {
 		if len(p.OwnerReferences) != 0 {
 			t.Errorf("orphaned pod %s still has owner references %v", p.Name, p.OwnerReferences)

@@ -12,11 +12,13 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/svcplane/svcplane/pkg/controller"
+	"github.com/svcplane/svcplane/pkg/controller/deployment"
 	"github.com/svcplane/svcplane/pkg/controller/endpoints"
 	"github.com/svcplane/svcplane/pkg/controller/endpointslice"
 	"github.com/svcplane/svcplane/pkg/controller/endpointslicemirroring"
 	"github.com/svcplane/svcplane/pkg/controller/garbagecollector"
 	"github.com/svcplane/svcplane/pkg/controller/namespace"
+	"github.com/svcplane/svcplane/pkg/controller/replicaset"
 	"github.com/svcplane/svcplane/pkg/etcd"
 )
 
@@ -101,6 +103,8 @@ func (o *Options) controllers() []controller.Registration {
 	return []controller.Registration{
 		{Name: "namespace", New: namespace.New},
 		{Name: "garbage-collector", New: garbagecollector.New},
+		{Name: "replicaset", New: replicaset.New},
+		{Name: "deployment", New: deployment.New},
 		{Name: "endpointslice", New: endpointslice.NewWithOptions(o.EndpointSlice)},
 		{Name: "endpoints", New: endpoints.NewWithOptions(eps)},
 		{Name: "endpointslice-mirroring", New: endpointslicemirroring.New},

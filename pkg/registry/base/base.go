@@ -62,6 +62,11 @@ type Definition struct {
 	TTLSeconds uint64
 	// TriggerFields index watchers by these selectable fields (e.g. Pods by spec.nodeName).
 	TriggerFields []string
+	// Scale, when set, serves the /scale subresource (see scale.go).
+	Scale *Scale
+	// StatusWritesAnnotations lets /status writes change annotations, as upstream's Deployment
+	// status strategy does: its controller records the revision annotation with the status.
+	StatusWritesAnnotations bool
 }
 
 // apiVersion names the version the reset-field sets apply to, as server-side apply expects.
@@ -77,6 +82,7 @@ func (d *Definition) apiVersion() fieldpath.APIVersion {
 type Stores struct {
 	Main   *REST
 	Status *StatusREST
+	Scale  *ScaleREST
 }
 
 // REST is the storage of a resource itself: the generic store plus what discovery tells about it.
@@ -133,6 +139,9 @@ func NewStores(optsGetter generic.RESTOptionsGetter, d Definition) (*Stores, err
 		statusStore.UpdateStrategy = status
 		statusStore.ResetFieldsStrategy = status
 		stores.Status = &StatusREST{store: &statusStore}
+	}
+	if d.Scale != nil {
+		stores.Scale = newScaleREST(store, d.Scale)
 	}
 	return stores, nil
 }
@@ -285,7 +294,9 @@ func (s *statusStrategy) PrepareForUpdate(ctx context.Context, obj, old runtime.
 	oldMeta, err2 := meta.Accessor(old)
 	if err1 == nil && err2 == nil {
 		newMeta.SetLabels(oldMeta.GetLabels())
-		newMeta.SetAnnotations(oldMeta.GetAnnotations())
+		if !s.def.StatusWritesAnnotations {
+			newMeta.SetAnnotations(oldMeta.GetAnnotations())
+		}
 		newMeta.SetGeneration(oldMeta.GetGeneration())
 		newMeta.SetFinalizers(oldMeta.GetFinalizers())
 		newMeta.SetOwnerReferences(oldMeta.GetOwnerReferences())
@@ -347,6 +358,9 @@ func (s *Stores) Map() map[string]rest.Storage {
 	m := map[string]rest.Storage{s.Main.DefaultQualifiedResource.Resource: s.Main}
 	if s.Status != nil {
 		m[s.Main.DefaultQualifiedResource.Resource+"/status"] = s.Status
+	}
+	if s.Scale != nil {
+		m[s.Main.DefaultQualifiedResource.Resource+"/scale"] = s.Scale
 	}
 	return m
 }
