@@ -10,9 +10,11 @@ import (
 
 	"github.com/spf13/cobra"
 
+	agentcmd "github.com/svcplane/svcplane/pkg/cmd/agent"
 	dnscmd "github.com/svcplane/svcplane/pkg/cmd/dns"
 	"github.com/svcplane/svcplane/pkg/cmd/sandbox"
 	"github.com/svcplane/svcplane/pkg/cmd/server"
+	"github.com/svcplane/svcplane/pkg/cmd/testserver"
 	"github.com/svcplane/svcplane/pkg/version"
 )
 
@@ -27,6 +29,8 @@ func main() {
 		server.NewCommand(),
 		sandbox.NewCommand(),
 		dnscmd.NewCommand(),
+		agentcmd.NewCommand(),
+		testserver.NewCommand(),
 		&cobra.Command{
 			Use:   "version",
 			Short: "Print the version",

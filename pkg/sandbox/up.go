@@ -67,11 +67,6 @@ func Up(ctx context.Context, opts UpOptions) (*State, error) {
 	if _, err := exec.LookPath("ip"); err != nil {
 		return nil, errors.New("svcplane sandbox needs the ip command: install iproute2")
 	}
-	if opts.Agent {
-		// See startAgents: the flag and its plumbing exist so the agent issue only fills in
-		// the start.
-		return nil, errors.New("--agent: `svcplane agent` does not exist yet; nodes are bare namespaces for now")
-	}
 	if prev, err := loadState(opts.Name); err == nil && prev != nil && anyRunning(prev) {
 		return nil, fmt.Errorf("sandbox %q is already up (see `svcplane sandbox status --name %s`): run `svcplane sandbox down --name %s` first", opts.Name, opts.Name, opts.Name)
 	}
@@ -94,6 +89,8 @@ type upRun struct {
 	state  *State // saved after every change, once the state directory is ours
 	procs  []Process
 	exited []<-chan error // Wait results of procs, index for index
+	// agentTokens[n-1] is node n's token, written to the server's tokens.csv before it starts.
+	agentTokens []string
 }
 
 func (u *upRun) step(format string, args ...any) {
@@ -170,6 +167,11 @@ func (u *upRun) run(ctx context.Context) (*State, error) {
 
 	apiAddr := net.JoinHostPort(topology.ControlPlaneAddr.String(), strconv.Itoa(topology.APIServerPort))
 	dataDir := filepath.Join(u.dir, "data")
+	if u.opts.Agent {
+		if err := u.writeTokens(dataDir); err != nil {
+			return nil, err
+		}
+	}
 	server := topology.Command(context.Background(), u.topo.Namespace(topology.MemberControlPlane), u.exe,
 		"server",
 		"--data-dir", dataDir,
@@ -211,6 +213,13 @@ func (u *upRun) run(ctx context.Context) (*State, error) {
 		return nil, err
 	}
 	u.step("API server ready at %s after %v; kubeconfig %s", hostURL, time.Since(start).Round(time.Millisecond), kubeconfig)
+	if u.opts.Agent {
+		start = time.Now()
+		if err := u.waitNodesReady(ctx, kubeconfig); err != nil {
+			return nil, err
+		}
+		u.step("nodes: %d Ready after %v", u.opts.Nodes, time.Since(start).Round(time.Millisecond))
+	}
 
 	u.state.APIServer = hostURL
 	u.state.Kubeconfig = kubeconfig
@@ -223,21 +232,22 @@ func (u *upRun) run(ctx context.Context) (*State, error) {
 	return u.state, nil
 }
 
-// startAgents is the seam for node agents. Once `svcplane agent` exists, every node namespace
-// gets one:
-//
-//	<exe> agent --server https://10.250.0.2:6443 --token <admin token> --node-name nodeN
-//
-// started with u.start("agent", topology.NodeMember(n), cmd, u.topo.LockFile()) (which records
-// it for `down` and `status`), and Up then also waits for the Node objects to be Ready. Until
-// then UpOptions.Agent is refused (see Up) and nodes are bare namespaces with their pod bridge
-// and routes.
+// startAgents starts `svcplane agent` in every node namespace (see agents.go).
 func (u *upRun) startAgents() error {
 	if !u.opts.Agent {
-		u.step("nodes: %d bare namespaces, no svcplane agent yet (it does not exist)", u.opts.Nodes)
+		u.step("nodes: %d bare namespaces (no --agent)", u.opts.Nodes)
 		return nil
 	}
-	return errors.New("starting node agents: `svcplane agent` does not exist yet")
+	for n := 1; n <= u.opts.Nodes; n++ {
+		member := topology.NodeMember(n)
+		cmd := topology.Command(context.Background(), u.topo.Namespace(member), u.exe, agentArgs(u.dir, n, u.agentTokens[n-1], u.topo.Namespace(member))...)
+		p, err := u.start("agent", member, cmd, u.topo.LockFile())
+		if err != nil {
+			return err
+		}
+		u.step("agent: svcplane agent in %s at %s, pods %s (pid %d, log %s)", member, topology.NodeAddr(n), topology.PodCIDR(n), p.PID, p.Log)
+	}
+	return nil
 }
 
 // start launches a background process that outlives `up`: its own session (so a terminal's

@@ -205,8 +205,10 @@ func TestServiceAllocationAsAUserSeesIt(t *testing.T) {
 		lb = clusterIPService("lb-no-nodeports", "")
 		lb.Spec.Type = corev1.ServiceTypeLoadBalancer
 		lb.Spec.AllocateLoadBalancerNodePorts = kptr.To(false)
-		if got, err = services.Create(ctx, lb, metav1.CreateOptions{}); err != nil || got.Spec.Ports[0].NodePort != 0 {
-			t.Errorf("allocateLoadBalancerNodePorts=false: nodePort %d, %v", got.Spec.Ports[0].NodePort, err)
+		if got, err = services.Create(ctx, lb, metav1.CreateOptions{}); err != nil {
+			t.Errorf("allocateLoadBalancerNodePorts=false: %v", err)
+		} else if got.Spec.Ports[0].NodePort != 0 {
+			t.Errorf("allocateLoadBalancerNodePorts=false: nodePort %d, want none", got.Spec.Ports[0].NodePort)
 		}
 	})
 

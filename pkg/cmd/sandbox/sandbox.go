@@ -60,9 +60,6 @@ func (o *UpOptions) Validate() error {
 	if o.Timeout <= 0 {
 		errs = append(errs, fmt.Errorf("--timeout %v: must be positive", o.Timeout))
 	}
-	if o.Agent {
-		errs = append(errs, errors.New("--agent: `svcplane agent` does not exist yet; leave the flag off, nodes are bare namespaces for now"))
-	}
 	return errors.Join(errs...)
 }
 
@@ -101,9 +98,7 @@ func newUpCommand() *cobra.Command {
 	}
 	cmd.Flags().StringVar(&o.Name, "name", sandbox.DefaultName, "sandbox name; namespaces are svp-NAME-*")
 	cmd.Flags().IntVar(&o.Nodes, "nodes", o.Nodes, "number of node namespaces (node1…nodeN)")
-	cmd.Flags().BoolVar(&o.Agent, "agent", false, "start svcplane agent in every node (not available yet: nodes are bare namespaces)")
-	// Shown once the agent exists (and then on by default).
-	cmd.Flags().MarkHidden("agent")
+	cmd.Flags().BoolVar(&o.Agent, "agent", false, "start svcplane agent in every node, so Pods run (nodes are bare namespaces without it)")
 	cmd.Flags().DurationVar(&o.Timeout, "timeout", o.Timeout, "how long to wait for the API server to become ready")
 	return cmd
 }

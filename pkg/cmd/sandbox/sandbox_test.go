@@ -17,7 +17,7 @@ func TestUpOptionsValidate(t *testing.T) {
 		{"defaults", func(*UpOptions) {}, nil},
 		{"bad name", func(o *UpOptions) { o.Name = "Bad_Name" }, []string{"--name"}},
 		{"no nodes", func(o *UpOptions) { o.Nodes = 0 }, []string{"--nodes 0"}},
-		{"agent not there yet", func(o *UpOptions) { o.Agent = true }, []string{"--agent"}},
+		{"agent is accepted", func(o *UpOptions) { o.Agent = true }, nil},
 		{"every problem at once", func(o *UpOptions) { o.Name, o.Nodes, o.Timeout = "x_", 500, 0 },
 			[]string{"--name", "--nodes 500", "--timeout"}},
 	}

@@ -34,6 +34,7 @@ import (
 	"github.com/svcplane/svcplane/pkg/apiserver"
 	"github.com/svcplane/svcplane/pkg/auth"
 	"github.com/svcplane/svcplane/pkg/controller/endpointslice"
+	"github.com/svcplane/svcplane/pkg/controller/nodeipam"
 	"github.com/svcplane/svcplane/pkg/generated/openapi"
 	"github.com/svcplane/svcplane/pkg/pki"
 	"github.com/svcplane/svcplane/pkg/registry/service/allocator"
@@ -91,6 +92,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	o.Etcd.AddFlags(fs)
 	o.EndpointSlice.AddFlags(fs)
 	o.DNS.addFlags(fs)
+	fs.StringVar(&nodeipam.ClusterCIDR, "cluster-cidr", nodeipam.ClusterCIDR, "CIDR Pod addresses come from; every Node without a pod CIDR gets the next free /24 of it.")
 	// The embedded etcd is the default; these flags only matter with --etcd-servers.
 	fs.Lookup("etcd-servers").Usage = "Use these etcd servers (scheme://ip:port, comma separated) instead of the embedded etcd."
 }

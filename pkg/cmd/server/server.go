@@ -18,7 +18,9 @@ import (
 	"github.com/svcplane/svcplane/pkg/controller/endpointslicemirroring"
 	"github.com/svcplane/svcplane/pkg/controller/garbagecollector"
 	"github.com/svcplane/svcplane/pkg/controller/namespace"
+	"github.com/svcplane/svcplane/pkg/controller/nodeipam"
 	"github.com/svcplane/svcplane/pkg/controller/replicaset"
+	"github.com/svcplane/svcplane/pkg/controller/scheduler"
 	"github.com/svcplane/svcplane/pkg/etcd"
 )
 
@@ -108,5 +110,7 @@ func (o *Options) controllers() []controller.Registration {
 		{Name: "endpointslice", New: endpointslice.NewWithOptions(o.EndpointSlice)},
 		{Name: "endpoints", New: endpoints.NewWithOptions(eps)},
 		{Name: "endpointslice-mirroring", New: endpointslicemirroring.New},
+		{Name: "node-ipam", New: nodeipam.New},
+		{Name: "scheduler", New: scheduler.New},
 	}
 }

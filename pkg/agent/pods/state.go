@@ -1,0 +1,65 @@
+package pods
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/svcplane/svcplane/pkg/agent/runtime"
+)
+
+// record is what the agent keeps on disk per Pod, so that a restarted agent finds its
+// processes and address again instead of starting the Pod anew.
+type record struct {
+	UID        types.UID         `json:"uid"`
+	Namespace  string            `json:"namespace"`
+	Name       string            `json:"name"`
+	Pause      runtime.Proc      `json:"pause"`
+	IP         string            `json:"ip"`
+	StartTime  time.Time         `json:"startTime"`
+	Containers []containerRecord `json:"containers"`
+}
+
+type containerRecord struct {
+	Name         string       `json:"name"`
+	Proc         runtime.Proc `json:"proc"`
+	StartedAt    time.Time    `json:"startedAt"`
+	RestartCount int          `json:"restartCount"`
+}
+
+func (a *Agent) podDir(uid types.UID) string {
+	return filepath.Join(a.cfg.DataDir, "pods", string(uid))
+}
+
+func (a *Agent) saveRecord(r *record) error {
+	b, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	path := filepath.Join(a.podDir(r.UID), "state.json")
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return fmt.Errorf("saving state of pod %s/%s: %w", r.Namespace, r.Name, err)
+	}
+	return os.Rename(tmp, path)
+}
+
+func (a *Agent) loadRecords() []*record {
+	entries, _ := os.ReadDir(filepath.Join(a.cfg.DataDir, "pods"))
+	var out []*record
+	for _, e := range entries {
+		b, err := os.ReadFile(filepath.Join(a.cfg.DataDir, "pods", e.Name(), "state.json"))
+		if err != nil {
+			continue
+		}
+		var r record
+		if json.Unmarshal(b, &r) == nil && r.UID != "" {
+			out = append(out, &r)
+		}
+	}
+	return out
+}

@@ -1,0 +1,389 @@
+// Package agent is `svcplane agent`: it registers this machine as a Node, keeps the Node's
+// Ready condition fresh, and runs the Node's Pods (package pods). The hidden `agent pod-init`
+// is the init shim the agent starts every Pod process through (package runtime).
+package agent
+
+import (
+	"context"
+	"errors"
+	goflag "flag"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	goruntime "runtime"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/klog/v2"
+
+	"github.com/svcplane/svcplane/pkg/agent/netns"
+	"github.com/svcplane/svcplane/pkg/agent/pods"
+	"github.com/svcplane/svcplane/pkg/agent/runtime"
+)
+
+// Options are the agent's flags.
+type Options struct {
+	Server, Token, Kubeconfig string
+	// CAFile verifies the server; without it (and without a kubeconfig) the connection is
+	// not verified, like `kubectl --insecure-skip-tls-verify`.
+	CAFile        string
+	NodeName      string
+	NodeIP        string
+	PodCIDR       string
+	PodBridge     string
+	DataDir       string
+	ClusterDNS    string
+	ClusterDomain string
+	// HeartbeatInterval is how often the Ready condition is renewed (kubelet: 10s).
+	HeartbeatInterval time.Duration
+	// Netns, when set, names the network namespace (/run/netns/NAME) the agent must be running
+	// in. The sandbox sets it so that an agent started in the wrong namespace (the host's, by a
+	// script re-running its command line) refuses to run instead of sending traffic out.
+	Netns string
+
+	nodeIP netip.Addr
+}
+
+// NewCommand returns `svcplane agent`.
+func NewCommand() *cobra.Command {
+	o := &Options{PodBridge: "cbr0", DataDir: "/var/lib/svcplane-agent", ClusterDNS: "10.96.0.10",
+		ClusterDomain: "cluster.local", HeartbeatInterval: 10 * time.Second}
+	cmd := &cobra.Command{
+		Use:   "agent",
+		Short: "Run the node agent: register the Node and run its Pods as processes in network namespaces",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := o.Complete(); err != nil {
+				return err
+			}
+			if err := o.Validate(); err != nil {
+				return err
+			}
+			return o.Run(cmd.Context())
+		},
+	}
+	o.AddFlags(cmd.Flags())
+	klogFlags := goflag.NewFlagSet("klog", goflag.ContinueOnError)
+	klog.InitFlags(klogFlags)
+	cmd.Flags().AddGoFlag(klogFlags.Lookup("v"))
+	cmd.AddCommand(&cobra.Command{
+		Use:                "pod-init",
+		Hidden:             true,
+		DisableFlagParsing: true,
+		RunE: func(_ *cobra.Command, args []string) error {
+			err := runtime.InitMain(args)
+			if err != nil {
+				// The container's log is the only place anyone will look.
+				fmt.Fprintln(os.Stderr, "svcplane pod-init:", err)
+				os.Exit(127)
+			}
+			return nil
+		},
+	})
+	return cmd
+}
+
+// AddFlags registers the flags.
+func (o *Options) AddFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&o.Server, "server", o.Server, "URL of the API server, e.g. https://10.250.0.2:6443.")
+	fs.StringVar(&o.Token, "token", o.Token, "Bearer token for the API server (a line of the server's tokens.csv).")
+	fs.StringVar(&o.CAFile, "certificate-authority", o.CAFile, "CA bundle that signed the API server's certificate; without it the server is not verified.")
+	fs.StringVar(&o.Kubeconfig, "kubeconfig", o.Kubeconfig, "Kubeconfig to reach the API server with, instead of --server and --token.")
+	fs.StringVar(&o.NodeName, "node-name", o.NodeName, "Name of this Node; default the host name.")
+	fs.StringVar(&o.NodeIP, "node-ip", o.NodeIP, "Address other nodes reach this one at; default the first non-loopback IPv4 address.")
+	fs.StringVar(&o.PodCIDR, "pod-cidr", o.PodCIDR, "Ask for this pod CIDR when registering (it must match the pod bridge); default: wait for the server's node-ipam controller to assign one.")
+	fs.StringVar(&o.PodBridge, "pod-bridge", o.PodBridge, "Bridge Pods are attached to; it must exist and carry the gateway address of the pod CIDR.")
+	fs.StringVar(&o.DataDir, "data-dir", o.DataDir, "Directory for Pod state, logs and address allocations; keep it across restarts.")
+	fs.StringVar(&o.ClusterDNS, "cluster-dns", o.ClusterDNS, "Nameserver of Pods with dnsPolicy ClusterFirst (the DNS Service's IP); empty uses the node's resolv.conf.")
+	fs.StringVar(&o.ClusterDomain, "cluster-domain", o.ClusterDomain, "Cluster DNS domain.")
+	fs.DurationVar(&o.HeartbeatInterval, "heartbeat-interval", o.HeartbeatInterval, "How often the Node's Ready condition is renewed.")
+	fs.StringVar(&o.Netns, "netns", o.Netns, "Refuse to run unless this process is inside the named network namespace (/run/netns/NAME).")
+}
+
+// Complete fills defaults.
+func (o *Options) Complete() error {
+	if o.NodeName == "" {
+		h, err := os.Hostname()
+		if err != nil {
+			return fmt.Errorf("--node-name not given and no host name: %w", err)
+		}
+		o.NodeName = h
+	}
+	if o.NodeIP == "" {
+		ip, err := firstAddress()
+		if err != nil {
+			return err
+		}
+		o.nodeIP = ip
+	} else {
+		ip, err := netip.ParseAddr(o.NodeIP)
+		if err != nil {
+			return fmt.Errorf("--node-ip %q is not an IP address", o.NodeIP)
+		}
+		o.nodeIP = ip
+	}
+	return nil
+}
+
+// Validate checks the flags together.
+func (o *Options) Validate() error {
+	var errs []error
+	if o.Kubeconfig == "" && (o.Server == "" || o.Token == "") {
+		errs = append(errs, errors.New("give --server and --token, or --kubeconfig"))
+	}
+	if o.PodCIDR != "" {
+		if _, err := netip.ParsePrefix(o.PodCIDR); err != nil {
+			errs = append(errs, fmt.Errorf("--pod-cidr %q is not a CIDR", o.PodCIDR))
+		}
+	}
+	if o.HeartbeatInterval <= 0 {
+		errs = append(errs, errors.New("--heartbeat-interval must be positive"))
+	}
+	if o.Netns != "" {
+		if err := inNamedNetns(o.Netns); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if o.NodeIP != "" && !isLocalAddress(o.nodeIP) {
+		errs = append(errs, fmt.Errorf("--node-ip %s is not an address of this host (wrong network namespace?)", o.nodeIP))
+	}
+	return errors.Join(errs...)
+}
+
+// inNamedNetns checks that this process's network namespace is /run/netns/name: the same
+// namespace file (device and inode).
+func inNamedNetns(name string) error {
+	self, err := os.Stat("/proc/self/ns/net")
+	if err != nil {
+		return fmt.Errorf("--netns %s: reading this process's network namespace: %w", name, err)
+	}
+	want, err := os.Stat(filepath.Join("/run/netns", name))
+	if err != nil {
+		return fmt.Errorf("--netns %s: %w", name, err)
+	}
+	a, okA := self.Sys().(*syscall.Stat_t)
+	b, okB := want.Sys().(*syscall.Stat_t)
+	if !okA || !okB || a.Dev != b.Dev || a.Ino != b.Ino {
+		return fmt.Errorf("--netns %s: this process is not running in that network namespace; refusing to start", name)
+	}
+	return nil
+}
+
+func isLocalAddress(ip netip.Addr) bool {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return false
+	}
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok {
+			if local, ok := netip.AddrFromSlice(n.IP); ok && local.Unmap() == ip {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func firstAddress() (netip.Addr, error) {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("listing addresses: %w", err)
+	}
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok {
+			if ip, ok := netip.AddrFromSlice(n.IP.To4()); ok && !ip.IsLoopback() {
+				return ip, nil
+			}
+		}
+	}
+	return netip.Addr{}, errors.New("no IPv4 address found: give --node-ip")
+}
+
+func (o *Options) restConfig() (*rest.Config, error) {
+	if o.Kubeconfig != "" {
+		return clientcmd.BuildConfigFromFlags(o.Server, o.Kubeconfig)
+	}
+	cfg := &rest.Config{Host: o.Server, BearerToken: o.Token}
+	if o.CAFile != "" {
+		cfg.TLSClientConfig.CAFile = o.CAFile
+	} else {
+		cfg.TLSClientConfig.Insecure = true
+	}
+	return cfg, nil
+}
+
+// Run registers the Node and runs its Pods until ctx ends.
+func (o *Options) Run(ctx context.Context) error {
+	// The sandbox starts agents alongside a server that writes its CA on first start.
+	for o.CAFile != "" {
+		if _, err := os.Stat(o.CAFile); err == nil {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	cfg, err := o.restConfig()
+	if err != nil {
+		return err
+	}
+	cfg.QPS, cfg.Burst = 100, 200
+	cfg.UserAgent = "svcplane-agent/" + o.NodeName
+	client, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	node, err := o.register(ctx, client)
+	if err != nil {
+		return err
+	}
+	podCIDR, err := netip.ParsePrefix(node.Spec.PodCIDR)
+	if err != nil {
+		return fmt.Errorf("node %s has pod CIDR %q: %w", o.NodeName, node.Spec.PodCIDR, err)
+	}
+	network, err := netns.New(netns.Config{Bridge: o.PodBridge, PodCIDR: podCIDR, StateDir: filepath.Join(o.DataDir, "ipam")})
+	if err != nil {
+		return err
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("finding the svcplane binary: %w", err)
+	}
+	agent := pods.New(pods.Config{
+		NodeName: o.NodeName, NodeIP: o.nodeIP, DataDir: o.DataDir, Client: client,
+		Network: network, Runtime: &runtime.Runtime{Init: []string{exe, "agent", "pod-init"}},
+		TestServer: []string{exe, "testserver"},
+		ClusterDNS: o.ClusterDNS, ClusterDomain: o.ClusterDomain,
+	})
+	errc := make(chan error, 1)
+	go func() { errc <- agent.Run(ctx) }()
+	go o.heartbeat(ctx, client)
+	klog.InfoS("agent running", "node", o.NodeName, "nodeIP", o.nodeIP, "podCIDR", podCIDR)
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+		return nil
+	}
+}
+
+// register creates the Node, or adopts the existing one, and waits for its pod CIDR.
+func (o *Options) register(ctx context.Context, client kubernetes.Interface) (*corev1.Node, error) {
+	var node *corev1.Node
+	for {
+		n, err := client.CoreV1().Nodes().Get(ctx, o.NodeName, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			n, err = client.CoreV1().Nodes().Create(ctx, o.newNode(), metav1.CreateOptions{})
+		}
+		if err == nil {
+			node = n
+			break
+		}
+		// The server may still be starting (the sandbox starts agents alongside it).
+		klog.InfoS("waiting for the API server", "server", o.Server, "err", err)
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+	if o.PodCIDR != "" && node.Spec.PodCIDR == "" {
+		node.Spec.PodCIDR, node.Spec.PodCIDRs = o.PodCIDR, []string{o.PodCIDR}
+		n, err := client.CoreV1().Nodes().Update(ctx, node, metav1.UpdateOptions{})
+		if err != nil && !apierrors.IsConflict(err) {
+			return nil, fmt.Errorf("setting pod CIDR of node %s: %w", o.NodeName, err)
+		}
+		if err == nil {
+			node = n
+		}
+	}
+	for node.Spec.PodCIDR == "" {
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+		n, err := client.CoreV1().Nodes().Get(ctx, o.NodeName, metav1.GetOptions{})
+		if err == nil {
+			node = n
+		}
+	}
+	if o.PodCIDR != "" && node.Spec.PodCIDR != o.PodCIDR {
+		return nil, fmt.Errorf("node %s already has pod CIDR %s, not --pod-cidr %s: delete the Node or drop the flag", o.NodeName, node.Spec.PodCIDR, o.PodCIDR)
+	}
+	return node, nil
+}
+
+func (o *Options) newNode() *corev1.Node {
+	n := &corev1.Node{
+		ObjectMeta: metav1.ObjectMeta{Name: o.NodeName, Labels: map[string]string{
+			corev1.LabelHostname: o.NodeName,
+			corev1.LabelOSStable: goruntime.GOOS, corev1.LabelArchStable: goruntime.GOARCH,
+		}},
+	}
+	if o.PodCIDR != "" {
+		n.Spec.PodCIDR, n.Spec.PodCIDRs = o.PodCIDR, []string{o.PodCIDR}
+	}
+	n.Status = o.nodeStatus(nil, time.Now())
+	return n
+}
+
+// nodeStatus is what the agent reports: addresses, Ready (kept since lastTransition when
+// unchanged), and no pressure.
+func (o *Options) nodeStatus(old []corev1.NodeCondition, now time.Time) corev1.NodeStatus {
+	transition := metav1.NewTime(now)
+	for _, c := range old {
+		if c.Type == corev1.NodeReady && c.Status == corev1.ConditionTrue {
+			transition = c.LastTransitionTime
+		}
+	}
+	return corev1.NodeStatus{
+		Addresses: []corev1.NodeAddress{
+			{Type: corev1.NodeInternalIP, Address: o.nodeIP.String()},
+			{Type: corev1.NodeHostName, Address: o.NodeName},
+		},
+		Conditions: []corev1.NodeCondition{{
+			Type: corev1.NodeReady, Status: corev1.ConditionTrue, Reason: "KubeletReady",
+			Message:           "svcplane agent is posting ready status",
+			LastHeartbeatTime: metav1.NewTime(now), LastTransitionTime: transition,
+		}},
+		NodeInfo: corev1.NodeSystemInfo{OperatingSystem: goruntime.GOOS, Architecture: goruntime.GOARCH, KubeletVersion: "svcplane"},
+		Capacity: corev1.ResourceList{
+			corev1.ResourcePods: *resourceQuantity(110),
+		},
+		Allocatable: corev1.ResourceList{
+			corev1.ResourcePods: *resourceQuantity(110),
+		},
+	}
+}
+
+// heartbeat renews the Ready condition; a Node whose heartbeat stops is what a lifecycle
+// controller would mark NotReady.
+func (o *Options) heartbeat(ctx context.Context, client kubernetes.Interface) {
+	for {
+		n, err := client.CoreV1().Nodes().Get(ctx, o.NodeName, metav1.GetOptions{})
+		if err == nil {
+			n.Status = o.nodeStatus(n.Status.Conditions, time.Now())
+			if _, err = client.CoreV1().Nodes().UpdateStatus(ctx, n, metav1.UpdateOptions{}); err != nil {
+				klog.ErrorS(err, "renewing node status")
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(o.HeartbeatInterval):
+		}
+	}
+}

@@ -1,0 +1,32 @@
+// Package testserver is the hidden `svcplane testserver` command: the built-in test server
+// that Pods with the svcplane/testserver or agnhost image run (see package netexec).
+package testserver
+
+import (
+	"github.com/spf13/cobra"
+
+	"github.com/svcplane/svcplane/pkg/netexec"
+)
+
+// NewCommand returns `svcplane testserver`.
+func NewCommand() *cobra.Command {
+	var cfg netexec.Config
+	cmd := &cobra.Command{
+		Use:    "testserver",
+		Short:  "Serve HTTP (/hostname, /clientip, /echo, /env, /healthz) and TCP/UDP echo, for tests",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			s, err := netexec.Listen(cfg)
+			if err != nil {
+				return err
+			}
+			return s.Serve(cmd.Context())
+		},
+	}
+	cmd.Flags().IntSliceVar(&cfg.Ports, "port", nil, "Port to serve on TCP and UDP (repeatable; default 8080).")
+	cmd.Flags().StringVar(&cfg.Hostname, "hostname", "", "Name /hostname answers; default the host name.")
+	cmd.Flags().BoolVar(&cfg.ServeHostname, "serve-hostname", false, "Answer every request with the hostname, as agnhost serve-hostname does.")
+	cmd.Flags().StringVar(&cfg.Address, "address", "", "Address to bind; default all.")
+	return cmd
+}

@@ -1,0 +1,259 @@
+// Package netexec is the test server Pods run when their image is svcplane/testserver or
+// agnhost's netexec / serve-hostname: there is no container runtime, so the agent runs the
+// svcplane binary itself (`svcplane testserver`). On every port it is given it answers HTTP
+// (/hostname, /clientip, /echo?msg=, /env, /healthz) and echoes raw TCP; on the same port
+// number it echoes UDP. HTTP and raw TCP share a port by looking at the first bytes a client
+// sends: an HTTP method means HTTP, anything else is echoed.
+package netexec
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Config is what `svcplane testserver` was asked for.
+type Config struct {
+	// Hostname answers /hostname; empty means os.Hostname.
+	Hostname string
+	// Ports are served for TCP (HTTP or echo) and UDP (echo); empty means 8080.
+	Ports []int
+	// ServeHostname answers every HTTP path and every UDP datagram with the hostname, as
+	// agnhost's serve-hostname does.
+	ServeHostname bool
+	// Address to bind; empty means all addresses.
+	Address string
+}
+
+// Server serves Config until its context ends.
+type Server struct {
+	cfg     Config
+	healthy atomic.Bool
+	tcp     []net.Listener
+	udp     []net.PacketConn
+}
+
+// Listen opens every port, so that a caller knows the server is reachable once it returns.
+func Listen(cfg Config) (*Server, error) {
+	if cfg.Hostname == "" {
+		cfg.Hostname, _ = os.Hostname()
+	}
+	if len(cfg.Ports) == 0 {
+		cfg.Ports = []int{8080}
+	}
+	s := &Server{cfg: cfg}
+	s.healthy.Store(true)
+	for _, p := range uniq(cfg.Ports) {
+		addr := net.JoinHostPort(cfg.Address, strconv.Itoa(p))
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			s.Close()
+			return nil, fmt.Errorf("listening on tcp %s: %w", addr, err)
+		}
+		s.tcp = append(s.tcp, ln)
+		pc, err := net.ListenPacket("udp", addr)
+		if err != nil {
+			s.Close()
+			return nil, fmt.Errorf("listening on udp %s: %w", addr, err)
+		}
+		s.udp = append(s.udp, pc)
+	}
+	return s, nil
+}
+
+func uniq(ports []int) []int {
+	seen := map[int]bool{}
+	var out []int
+	for _, p := range ports {
+		if !seen[p] {
+			seen[p] = true
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// Addrs are the bound TCP addresses, in Config.Ports order (useful with port 0 in tests).
+func (s *Server) Addrs() []net.Addr {
+	var out []net.Addr
+	for _, ln := range s.tcp {
+		out = append(out, ln.Addr())
+	}
+	return out
+}
+
+// UDPAddrs are the bound UDP addresses.
+func (s *Server) UDPAddrs() []net.Addr {
+	var out []net.Addr
+	for _, pc := range s.udp {
+		out = append(out, pc.LocalAddr())
+	}
+	return out
+}
+
+// Close stops listening.
+func (s *Server) Close() {
+	for _, ln := range s.tcp {
+		ln.Close()
+	}
+	for _, pc := range s.udp {
+		pc.Close()
+	}
+}
+
+// Serve answers until ctx ends.
+func (s *Server) Serve(ctx context.Context) error {
+	handler := s.handler()
+	var wg sync.WaitGroup
+	for _, ln := range s.tcp {
+		hl := &handoffListener{addr: ln.Addr(), conns: make(chan net.Conn), done: make(chan struct{})}
+		srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
+		wg.Add(2)
+		go func() { defer wg.Done(); srv.Serve(hl) }()
+		go func() { defer wg.Done(); s.acceptTCP(ln, hl) }()
+		go func() { <-ctx.Done(); srv.Close(); hl.Close() }()
+	}
+	for _, pc := range s.udp {
+		wg.Add(1)
+		go func() { defer wg.Done(); s.serveUDP(pc) }()
+	}
+	<-ctx.Done()
+	s.Close()
+	wg.Wait()
+	return nil
+}
+
+func (s *Server) acceptTCP(ln net.Listener, http *handoffListener) {
+	for {
+		conn, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		go s.sniff(conn, http)
+	}
+}
+
+var httpMethods = [][]byte{[]byte("GET "), []byte("HEAD"), []byte("POST"), []byte("PUT "), []byte("DELE"), []byte("OPTI"), []byte("PATC")}
+
+// sniff waits for the first bytes of a connection and hands it to HTTP or to the echo loop.
+func (s *Server) sniff(conn net.Conn, h *handoffListener) {
+	br := bufio.NewReader(conn)
+	head, err := br.Peek(4)
+	if err != nil && len(head) == 0 {
+		conn.Close()
+		return
+	}
+	wrapped := &peekedConn{Conn: conn, r: br}
+	for _, m := range httpMethods {
+		if bytes.HasPrefix(head, m) {
+			select {
+			case h.conns <- wrapped:
+			case <-h.done:
+				conn.Close()
+			}
+			return
+		}
+	}
+	defer conn.Close()
+	io.Copy(conn, wrapped)
+}
+
+func (s *Server) serveUDP(pc net.PacketConn) {
+	buf := make([]byte, 64*1024)
+	for {
+		n, peer, err := pc.ReadFrom(buf)
+		if err != nil {
+			return
+		}
+		reply := buf[:n]
+		if s.cfg.ServeHostname {
+			reply = []byte(s.cfg.Hostname)
+		}
+		pc.WriteTo(reply, peer)
+	}
+}
+
+func (s *Server) handler() http.Handler {
+	mux := http.NewServeMux()
+	text := func(w http.ResponseWriter, body string) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		io.WriteString(w, body)
+	}
+	mux.HandleFunc("/hostname", func(w http.ResponseWriter, _ *http.Request) { text(w, s.cfg.Hostname) })
+	mux.HandleFunc("/clientip", func(w http.ResponseWriter, r *http.Request) { text(w, r.RemoteAddr) })
+	mux.HandleFunc("/echo", func(w http.ResponseWriter, r *http.Request) { text(w, r.URL.Query().Get("msg")) })
+	mux.HandleFunc("/env", func(w http.ResponseWriter, _ *http.Request) {
+		env := os.Environ()
+		sort.Strings(env)
+		text(w, strings.Join(env, "\n")+"\n")
+	})
+	// /healthz can be failed on purpose (POST /healthz?fail=true), so tests can flip readiness
+	// and liveness without killing the process.
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost {
+			s.healthy.Store(r.URL.Query().Get("fail") != "true")
+		}
+		if !s.healthy.Load() {
+			w.WriteHeader(http.StatusInternalServerError)
+			text(w, "failing on request\n")
+			return
+		}
+		text(w, "ok")
+	})
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		if s.cfg.ServeHostname {
+			text(w, s.cfg.Hostname)
+			return
+		}
+		if r.URL.Path != "/" {
+			http.NotFound(w, r)
+			return
+		}
+		text(w, "NOW: "+time.Now().UTC().Format(time.RFC3339Nano))
+	})
+	return mux
+}
+
+// peekedConn replays the sniffed bytes before the rest of the connection.
+type peekedConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (c *peekedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+// handoffListener feeds sniffed HTTP connections to an http.Server.
+type handoffListener struct {
+	addr  net.Addr
+	conns chan net.Conn
+	done  chan struct{}
+	once  sync.Once
+}
+
+func (l *handoffListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.conns:
+		return c, nil
+	case <-l.done:
+		return nil, errors.New("listener closed")
+	}
+}
+
+func (l *handoffListener) Close() error {
+	l.once.Do(func() { close(l.done) })
+	return nil
+}
+
+func (l *handoffListener) Addr() net.Addr { return l.addr }

@@ -1,0 +1,129 @@
+package netexec
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+func start(t *testing.T, cfg Config) *Server {
+	t.Helper()
+	cfg.Address = "127.0.0.1"
+	if cfg.Ports == nil {
+		cfg.Ports = []int{0}
+	}
+	s, err := Listen(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { s.Serve(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return s
+}
+
+func get(t *testing.T, method, url string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest(method, url, nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func TestHTTPEndpoints(t *testing.T) {
+	t.Setenv("PROBE_VAR", "value-1")
+	s := start(t, Config{Hostname: "pod-a"})
+	base := "http://" + s.Addrs()[0].String()
+
+	if _, body := get(t, "GET", base+"/hostname"); body != "pod-a" {
+		t.Errorf("/hostname = %q", body)
+	}
+	if _, body := get(t, "GET", base+"/echo?msg=hello%20there"); body != "hello there" {
+		t.Errorf("/echo = %q", body)
+	}
+	if _, body := get(t, "GET", base+"/clientip"); !strings.HasPrefix(body, "127.0.0.1:") {
+		t.Errorf("/clientip = %q, want 127.0.0.1:<port>", body)
+	}
+	if _, body := get(t, "GET", base+"/env"); !strings.Contains(body, "\nPROBE_VAR=value-1\n") && !strings.HasPrefix(body, "PROBE_VAR=value-1\n") {
+		t.Errorf("/env lacks PROBE_VAR=value-1:\n%s", body)
+	}
+	if code, _ := get(t, "GET", base+"/healthz"); code != 200 {
+		t.Errorf("/healthz = %d", code)
+	}
+	get(t, "POST", base+"/healthz?fail=true")
+	if code, _ := get(t, "GET", base+"/healthz"); code != 500 {
+		t.Errorf("/healthz after fail = %d, want 500", code)
+	}
+	get(t, "POST", base+"/healthz?fail=false")
+	if code, _ := get(t, "GET", base+"/healthz"); code != 200 {
+		t.Errorf("/healthz after recovery = %d", code)
+	}
+}
+
+func TestTCPAndUDPEchoShareThePort(t *testing.T) {
+	s := start(t, Config{Hostname: "pod-a"})
+	conn, err := net.Dial("tcp", s.Addrs()[0].String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	conn.Write([]byte("ping over tcp"))
+	buf := make([]byte, 64)
+	n, err := io.ReadAtLeast(conn, buf, len("ping over tcp"))
+	if err != nil || string(buf[:n]) != "ping over tcp" {
+		t.Errorf("tcp echo = %q, %v", buf[:n], err)
+	}
+
+	uc, err := net.Dial("udp", s.UDPAddrs()[0].String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer uc.Close()
+	uc.SetDeadline(time.Now().Add(5 * time.Second))
+	uc.Write([]byte("ping over udp"))
+	n, err = uc.Read(buf)
+	if err != nil || string(buf[:n]) != "ping over udp" {
+		t.Errorf("udp echo = %q, %v", buf[:n], err)
+	}
+}
+
+func TestServeHostnameAnswersEveryPath(t *testing.T) {
+	s := start(t, Config{Hostname: "pod-b", ServeHostname: true})
+	if _, body := get(t, "GET", "http://"+s.Addrs()[0].String()+"/anything"); body != "pod-b" {
+		t.Errorf("got %q", body)
+	}
+}
+
+func TestForImage(t *testing.T) {
+	cases := []struct {
+		image      string
+		cmd, args  []string
+		want       Config
+		ok, hasErr bool
+	}{
+		{"svcplane/testserver", nil, nil, Config{}, true, false},
+		{"svcplane/testserver:latest", nil, []string{"--port=80", "--port", "81"}, Config{Ports: []int{80, 81}}, true, false},
+		{"registry.k8s.io/e2e-test-images/agnhost:2.53", nil, []string{"netexec", "--http-port=8080", "--udp-port=8081"}, Config{Ports: []int{8080, 8081}}, true, false},
+		{"agnhost", []string{"/agnhost", "netexec"}, nil, Config{Ports: []int{8080}}, true, false},
+		{"agnhost", nil, []string{"serve-hostname", "--port", "9376", "--udp"}, Config{Ports: []int{9376}, ServeHostname: true}, true, false},
+		{"agnhost", nil, []string{"pause"}, Config{}, true, true},
+		{"nginx:1.27", nil, nil, Config{}, false, false},
+	}
+	for _, tc := range cases {
+		got, ok, err := ForImage(tc.image, tc.cmd, tc.args)
+		if ok != tc.ok || (err != nil) != tc.hasErr || (err == nil && !reflect.DeepEqual(got, tc.want)) {
+			t.Errorf("ForImage(%q, %q, %q) = %+v, %v, %v; want %+v, %v, error %v", tc.image, tc.cmd, tc.args, got, ok, err, tc.want, tc.ok, tc.hasErr)
+		}
+	}
+}
