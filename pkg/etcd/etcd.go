@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	"go.etcd.io/etcd/server/v3/embed"
@@ -64,6 +65,10 @@ func Start(ctx context.Context, dir string) (*Server, error) {
 	cfg.AutoCompactionMode = "periodic"
 	cfg.AutoCompactionRetention = "1h"
 	cfg.QuotaBackendBytes = 8 << 30
+	if v := os.Getenv("SVCP_EXP_CATCHUP"); v != "" {
+		n, _ := strconv.Atoi(v)
+		cfg.SnapshotCatchUpEntries = uint64(n)
+	}
 
 	e, err := embed.StartEtcd(cfg)
 	if err != nil {
@@ -88,4 +93,18 @@ func Start(ctx context.Context, dir string) (*Server, error) {
 func (s *Server) Err() <-chan error { return s.etcd.Err() }
 
 // Close stops etcd, waiting for in-flight requests.
-func (s *Server) Close() { s.etcd.Close() }
+//
+// It gives etcd closeTimeout to stop. etcd commits every write to its WAL with fsync before
+// answering, so giving up on a slow close loses nothing, and a server that hangs at exit
+// (seen when a client still retries against the closed socket) is worse than a fast one.
+func (s *Server) Close() {
+	done := make(chan struct{})
+	go func() { s.etcd.Close(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(closeTimeout):
+		fmt.Fprintf(os.Stderr, "embedded etcd did not stop within %s; exiting without waiting (its data is already durable)\n", closeTimeout)
+	}
+}
+
+const closeTimeout = 5 * time.Second

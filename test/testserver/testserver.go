@@ -220,7 +220,13 @@ func (s *Server) Stop(t testing.TB) {
 	select {
 	case <-s.done:
 	case <-time.After(20 * time.Second):
-		t.Errorf("svcplane server did not stop within 20s of SIGTERM; killing it")
+		// SIGQUIT makes the Go runtime print every goroutine to the log: what it was stuck on.
+		_ = s.cmd.Process.Signal(syscall.SIGQUIT)
+		select {
+		case <-s.done:
+		case <-time.After(2 * time.Second):
+		}
+		t.Errorf("svcplane server did not stop within 20s of SIGTERM; killed it. Goroutines:\n%s", tail(s.Log(), 64<<10))
 		s.kill()
 	}
 	s.cmd = nil
