@@ -12,6 +12,7 @@ import (
 
 	agentcmd "github.com/svcplane/svcplane/pkg/cmd/agent"
 	dnscmd "github.com/svcplane/svcplane/pkg/cmd/dns"
+	logscmd "github.com/svcplane/svcplane/pkg/cmd/logs"
 	"github.com/svcplane/svcplane/pkg/cmd/sandbox"
 	"github.com/svcplane/svcplane/pkg/cmd/server"
 	"github.com/svcplane/svcplane/pkg/cmd/testserver"
@@ -30,6 +31,7 @@ func main() {
 		sandbox.NewCommand(),
 		dnscmd.NewCommand(),
 		agentcmd.NewCommand(),
+		logscmd.NewCommand(),
 		testserver.NewCommand(),
 		&cobra.Command{
 			Use:   "version",

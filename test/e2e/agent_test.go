@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -321,6 +322,11 @@ func TestAgentRunsPodsThatReachEachOtherAcrossNodes(t *testing.T) {
 			if time.Now().After(deadline) {
 				t.Fatal("the container never printed 'started'")
 			}
+		}
+		// svcplane logs finds the Pod's node through the API and prints its container's output.
+		out, err := exec.Command(testserver.Binary(t), "logs", "--sandbox", c.name, "slow-stop").CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "started") {
+			t.Errorf("svcplane logs slow-stop: %v\n%s", err, out)
 		}
 		start := time.Now()
 		if err := c.client.CoreV1().Pods("default").Delete(ctx, "slow-stop", metav1.DeleteOptions{}); err != nil {

@@ -175,7 +175,7 @@ func (pr *podRuntime) launch(serviceEnv []corev1.EnvVar, adopted map[string]cont
 			Path: argv[0], Args: argv[1:], Env: env, Dir: spec.WorkingDir,
 			NetNS: pr.pause.NetNSPath(), Hostname: podHostname(pod),
 			ResolvConf: filepath.Join(a.podDir(pr.uid), "resolv.conf"),
-			LogPath:    filepath.Join(a.podDir(pr.uid), spec.Name+".log"),
+			LogPath:    LogPath(a.cfg.DataDir, pr.uid, spec.Name),
 		}
 		c.sup = &runtime.Supervisor{
 			Start:          func() (runtime.Started, error) { return a.cfg.Runtime.Start(startSpec) },

@@ -31,8 +31,13 @@ type containerRecord struct {
 	RestartCount int          `json:"restartCount"`
 }
 
-func (a *Agent) podDir(uid types.UID) string {
-	return filepath.Join(a.cfg.DataDir, "pods", string(uid))
+func (a *Agent) podDir(uid types.UID) string { return podDir(a.cfg.DataDir, uid) }
+
+func podDir(dataDir string, uid types.UID) string { return filepath.Join(dataDir, "pods", string(uid)) }
+
+// LogPath is where an agent with this data dir keeps a container's output while its Pod runs.
+func LogPath(dataDir string, uid types.UID, container string) string {
+	return filepath.Join(podDir(dataDir, uid), container+".log")
 }
 
 func (a *Agent) saveRecord(r *record) error {

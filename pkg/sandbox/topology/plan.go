@@ -110,6 +110,9 @@ func validMember(member string) bool {
 	return ok && n >= 1 && n <= MaxNodes
 }
 
+// NodeNumber returns n for the member (and Node) name "nodeN".
+func NodeNumber(member string) (int, bool) { return nodeNumber(member) }
+
 // nodeNumber returns n for "nodeN".
 func nodeNumber(member string) (int, bool) {
 	digits, ok := strings.CutPrefix(member, "node")
