@@ -13,6 +13,7 @@ import (
 	agentcmd "github.com/svcplane/svcplane/pkg/cmd/agent"
 	dnscmd "github.com/svcplane/svcplane/pkg/cmd/dns"
 	logscmd "github.com/svcplane/svcplane/pkg/cmd/logs"
+	proxycmd "github.com/svcplane/svcplane/pkg/cmd/proxy"
 	"github.com/svcplane/svcplane/pkg/cmd/sandbox"
 	"github.com/svcplane/svcplane/pkg/cmd/server"
 	"github.com/svcplane/svcplane/pkg/cmd/testserver"
@@ -31,6 +32,7 @@ func main() {
 		sandbox.NewCommand(),
 		dnscmd.NewCommand(),
 		agentcmd.NewCommand(),
+		proxycmd.NewCommand(),
 		logscmd.NewCommand(),
 		testserver.NewCommand(),
 		&cobra.Command{

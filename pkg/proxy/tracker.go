@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"maps"
 	"net/netip"
 	"slices"
 	"strings"
@@ -181,20 +182,17 @@ func (t *Tracker) Snapshot() *Snapshot {
 	}
 	t.mu.Unlock()
 
+	// Each Snapshot owns its maps (backends keep them), so the previous ones are copied;
+	// maps.Clone copies the table wholesale, several times faster at 10k Services than
+	// inserting entry by entry, which dominated a one-change sync.
 	snap := &Snapshot{
-		Services:         make(ServicePortMap, len(t.prevPorts)+len(work)),
-		Endpoints:        make(EndpointsMap, len(t.prevEndpoints)+len(work)),
+		Services:         maps.Clone(t.prevPorts),
+		Endpoints:        maps.Clone(t.prevEndpoints),
 		Changed:          sets.New[ServicePortName](),
 		RemovedEndpoints: map[ServicePortName][]*Endpoint{},
 		PreviousServices: ServicePortMap{},
 		ChangeTimes:      times,
 		Synced:           synced,
-	}
-	for k, v := range t.prevPorts {
-		snap.Services[k] = v
-	}
-	for k, v := range t.prevEndpoints {
-		snap.Endpoints[k] = v
 	}
 	for key, r := range work {
 		oldNames := t.portsByService[key]

@@ -50,6 +50,9 @@ type Options struct {
 	// in. The sandbox sets it so that an agent started in the wrong namespace (the host's, by a
 	// script re-running its command line) refuses to run instead of sending traffic out.
 	Netns string
+	// ProxyMode is the Service proxy run in this process (nftables, userspace or none);
+	// ClusterCIDR is the Pods' range, whose traffic to Services is not masqueraded.
+	ProxyMode, ClusterCIDR string
 
 	nodeIP netip.Addr
 }
@@ -57,7 +60,7 @@ type Options struct {
 // NewCommand returns `svcplane agent`.
 func NewCommand() *cobra.Command {
 	o := &Options{PodBridge: "cbr0", DataDir: "/var/lib/svcplane-agent", ClusterDNS: "10.96.0.10",
-		ClusterDomain: "cluster.local", HeartbeatInterval: 10 * time.Second}
+		ClusterDomain: "cluster.local", HeartbeatInterval: 10 * time.Second, ProxyMode: "nftables", ClusterCIDR: "10.244.0.0/16"}
 	cmd := &cobra.Command{
 		Use:   "agent",
 		Short: "Run the node agent: register the Node and run its Pods as processes in network namespaces",
@@ -108,6 +111,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.ClusterDomain, "cluster-domain", o.ClusterDomain, "Cluster DNS domain.")
 	fs.DurationVar(&o.HeartbeatInterval, "heartbeat-interval", o.HeartbeatInterval, "How often the Node's Ready condition is renewed.")
 	fs.StringVar(&o.Netns, "netns", o.Netns, "Refuse to run unless this process is inside the named network namespace (/run/netns/NAME).")
+	o.addProxyFlags(fs)
 }
 
 // Complete fills defaults.
@@ -267,9 +271,10 @@ func (o *Options) Run(ctx context.Context) error {
 		TestServer: []string{exe, "testserver"},
 		ClusterDNS: o.ClusterDNS, ClusterDomain: o.ClusterDomain,
 	})
-	errc := make(chan error, 1)
+	errc := make(chan error, 2)
 	go func() { errc <- agent.Run(ctx) }()
 	go o.heartbeat(ctx, client)
+	go func() { errc <- o.runProxy(ctx, client) }()
 	klog.InfoS("agent running", "node", o.NodeName, "nodeIP", o.nodeIP, "podCIDR", podCIDR)
 	select {
 	case err := <-errc:

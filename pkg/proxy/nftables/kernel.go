@@ -1,53 +1,44 @@
 package nftables
 
 import (
+	"encoding/binary"
 	"fmt"
+	"maps"
 	"net/netip"
+	"slices"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/svcplane/svcplane/pkg/proxy"
 )
 
 // netlinkKernel sends each transaction as one netlink batch: the kernel applies it all or
-// nothing. We chose netlink over the nft binary by measurement (docs/proxy-nftables.md):
-// `nft -f` took 22 s to load 10k Services × 10 endpoints and 86 ms for a one-chain change
-// (it re-reads the kernel's ruleset to build its cache), against the bar of 1 s and 20 ms.
+// nothing. We chose netlink over the nft binary by measurement (docs/proxy.md): `nft -f`
+// took 22 s to load 10k Services × 10 endpoints and 86 ms for a one-chain change (it re-reads
+// the kernel's ruleset to build its cache), against the bar of 1 s and 20 ms.
 type netlinkKernel struct {
-	p       *Proxier
-	conn    *nftables.Conn
-	anonSeq uint64
+	p    *Proxier
+	sock *batchSocket
+	// conn encodes one transaction's messages (see captureConn); msgs receives them.
+	conn *nftables.Conn
+	msgs []netlink.Message
 }
 
-// batchBuffer is the socket buffer for batches and their acknowledgements: a full sync of
-// 10k Services is ~30 MB of messages and one ack per message comes back. The *FORCE
-// options ignore net.core.{w,r}mem_max (we run as root inside the node's namespace).
+// batchBuffer is the send buffer: a full sync of 10k Services × 10 endpoints is ~10 MB.
 const batchBuffer = 256 << 20
 
-// NewNetlinkKernel returns the Kernel that programs the current network namespace.
+// NewNetlinkKernel returns the Kernel that programs the network namespace of the calling
+// thread: call it on a thread locked into the node's namespace (the socket stays there).
 func NewNetlinkKernel(p *Proxier) (Kernel, error) {
-	conn, err := nftables.New(nftables.AsLasting(), nftables.WithSockOptions(func(c *netlink.Conn) error {
-		raw, err := c.SyscallConn()
-		if err != nil {
-			return err
-		}
-		var serr error
-		if err := raw.Control(func(fd uintptr) {
-			if serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, batchBuffer); serr != nil {
-				return
-			}
-			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, batchBuffer)
-		}); err != nil {
-			return err
-		}
-		return serr
-	}))
+	sock, err := newBatchSocket()
 	if err != nil {
-		return nil, fmt.Errorf("opening nftables netlink socket: %w", err)
+		return nil, err
 	}
-	return &netlinkKernel{p: p, conn: conn}, nil
+	return &netlinkKernel{p: p, sock: sock}, nil
 }
 
 func (k *netlinkKernel) table() *nftables.Table {
@@ -60,14 +51,22 @@ func (k *netlinkKernel) table() *nftables.Table {
 
 // Apply writes tx in one batch.
 func (k *netlinkKernel) Apply(tx *transaction) error {
-	c := k.conn
+	k.msgs = k.msgs[:0]
+	c, err := captureConn(&k.msgs)
+	if err != nil {
+		return err
+	}
+	k.conn = c
 	t := k.table()
-	sIPs, sNP, nIPs, nNP, npIPs, hp := k.p.sets()
-	epMap, epChains := k.p.endpointMaps()
-	named := []*nftables.Set{sIPs, sNP, nIPs, nNP, npIPs, hp, epMap, epChains}
+	d := k.p.sets()
+	epMap, scMap, epChains := k.p.endpointMaps()
+	named := append(d.all(), epMap, scMap, epChains)
 	for _, s := range named {
 		s.Table = t
 	}
+	// Chains exist before the rules and elements that name them, and every rule exists
+	// before the elements: a rule that looks up a map makes the kernel check each element
+	// already in it, so adding elements last keeps that check to the few shared rules.
 	if tx.full {
 		// Add-then-delete makes the delete valid whether or not the table exists; the
 		// whole rebuild is one transaction, so packets see the old or the new table, never
@@ -88,54 +87,60 @@ func (k *netlinkKernel) Apply(tx *transaction) error {
 			}
 			c.AddChain(ch)
 		}
-		// Service chains exist before the base rules and map elements refer to them.
+		for _, sc := range tx.shared {
+			c.AddChain(&nftables.Chain{Name: sc.name(), Table: t})
+		}
 		for _, pl := range tx.plans {
 			if err := k.addPlanObjects(t, pl); err != nil {
 				return err
 			}
 		}
 		for _, b := range bases {
-			if err := k.addRules(t, b.name, baseRules[b.name]); err != nil {
-				return err
-			}
-		}
-		for _, pl := range tx.plans {
-			if err := k.addPlanRules(t, pl); err != nil {
-				return err
-			}
-			if err := k.addPlanElements(named, pl, false); err != nil {
-				return err
-			}
+			k.addRules(t, b.name, baseRules[b.name])
 		}
 	} else {
 		// Remove the old elements first: the chains they name can then be deleted.
+		if err := k.flushLibrary(); err != nil {
+			return err
+		}
+		k.addElements(tx.delElems, true)
 		for _, pl := range tx.removed {
-			if err := k.addPlanElements(named, pl, true); err != nil {
-				return err
-			}
 			for _, ch := range pl.chains {
 				c.FlushChain(&nftables.Chain{Name: ch.name, Table: t})
 			}
 		}
+		for _, sc := range tx.shared {
+			c.AddChain(&nftables.Chain{Name: sc.name(), Table: t})
+		}
+		for _, pl := range tx.plans {
+			if err := k.addPlanObjects(t, pl); err != nil {
+				return err
+			}
+		}
+	}
+	for _, sc := range tx.shared {
+		k.addRules(t, sc.name(), k.p.sharedRules(sc))
+	}
+	for _, pl := range tx.plans {
+		for _, ch := range pl.chains {
+			k.addRules(t, ch.name, ch.rules)
+		}
+	}
+	if err := k.flushLibrary(); err != nil {
+		return err
+	}
+	if tx.full {
+		k.addAllElements(tx.plans)
+	} else {
+		k.addElements(tx.addElems, false)
 		keep := map[string]bool{}
 		keepSets := map[string]bool{}
-		for _, pl := range tx.added {
+		for _, pl := range tx.plans {
 			for _, ch := range pl.chains {
 				keep[ch.name] = true
 			}
 			for _, s := range pl.affinitySets {
 				keepSets[s.Name] = true
-			}
-			if err := k.addPlanObjects(t, pl); err != nil {
-				return err
-			}
-		}
-		for _, pl := range tx.added {
-			if err := k.addPlanRules(t, pl); err != nil {
-				return err
-			}
-			if err := k.addPlanElements(named, pl, false); err != nil {
-				return err
 			}
 		}
 		for _, pl := range tx.removed {
@@ -150,32 +155,124 @@ func (k *netlinkKernel) Apply(tx *transaction) error {
 				}
 			}
 		}
-		c.FlushSet(npIPs)
+		c.FlushSet(d.nodePortIPs)
+		if err := k.flushLibrary(); err != nil {
+			return err
+		}
 		if len(tx.hairpinDel) > 0 {
-			if err := c.SetDeleteElements(hp, hairpinElems(tx.hairpinDel)); err != nil {
-				return err
+			l := k.list(setHairpin, true)
+			for _, a := range tx.hairpinDel {
+				l.add(hairpinKey(a), nil, nil)
+			}
+			k.msgs = append(k.msgs, l.messages()...)
+		}
+	}
+	np := k.list(setNodePortIPs, false)
+	for _, a := range tx.nodePortIPs {
+		np.add(a.AsSlice(), nil, nil)
+	}
+	hp := k.list(setHairpin, false)
+	for _, a := range tx.hairpin {
+		hp.add(hairpinKey(a), nil, nil)
+	}
+	k.msgs = append(k.msgs, np.messages()...)
+	k.msgs = append(k.msgs, hp.messages()...)
+	if err := k.sock.send(k.msgs); err != nil {
+		kind := "partial"
+		if tx.full {
+			kind = "full"
+		}
+		return fmt.Errorf("%s sync: %w", kind, err)
+	}
+	return nil
+}
+
+// flushLibrary appends the messages the library has encoded so far, keeping their order
+// with the element messages we encode ourselves.
+func (k *netlinkKernel) flushLibrary() error {
+	if err := k.conn.Flush(); err != nil {
+		return fmt.Errorf("encoding the nftables transaction: %w", err)
+	}
+	return nil
+}
+
+func (k *netlinkKernel) list(set string, del bool) *elemList {
+	return &elemList{family: k.p.family.nfproto, table: TableName, set: set, del: del}
+}
+
+// addElements adds (or deletes) elements of the named maps, grouped by map in a fixed
+// order, so that a failing batch fails the same way twice.
+func (k *netlinkKernel) addElements(elems map[elemKey]elemValue, del bool) {
+	lists := map[string]*elemList{}
+	for key, v := range elems {
+		l := lists[key.set]
+		if l == nil {
+			l = k.list(key.set, del)
+			lists[key.set] = l
+		}
+		var verdict *expr.Verdict
+		if v.verdict != "" {
+			verdict = verdictData(v.verdict)
+		}
+		l.add([]byte(key.key), []byte(v.val), verdict)
+	}
+	for _, name := range slices.Sorted(maps.Keys(lists)) {
+		k.msgs = append(k.msgs, lists[name].messages()...)
+	}
+}
+
+// addAllElements adds every plan's elements, encoding them directly (a full sync of 10k
+// Services is over 100k elements: no intermediate map).
+func (k *netlinkKernel) addAllElements(plans map[proxy.ServicePortName]*servicePlan) {
+	sIPs, sNP := k.list(mapServiceIPs, false), k.list(mapServiceNodePort, false)
+	nIPs, nNP := k.list(mapNoEndpointIPs, false), k.list(mapNoEndpointNodeP, false)
+	eps, sc, epc := k.list(mapEndpoints, false), k.list(mapShortCircuit, false), k.list(mapEndpointChains, false)
+	key := make([]byte, 0, 32)
+	val := make([]byte, 0, 20)
+	verdicts := map[string]*expr.Verdict{}
+	verdict := func(v string) *expr.Verdict {
+		if x, ok := verdicts[v]; ok {
+			return x
+		}
+		x := verdictData(v)
+		verdicts[v] = x
+		return x
+	}
+	for _, pl := range plans {
+		for fe, v := range pl.serviceIPs {
+			sIPs.add(appendIPProtoPort(key[:0], fe), nil, verdict(v))
+		}
+		for fe, v := range pl.noEndpointIP {
+			nIPs.add(appendIPProtoPort(key[:0], fe), nil, verdict(v))
+		}
+		for pp, v := range pl.nodePorts {
+			sNP.add(protoPortKey(pp), nil, verdict(v))
+		}
+		for pp, v := range pl.noEndpointNP {
+			nNP.add(protoPortKey(pp), nil, verdict(v))
+		}
+		for _, x := range []struct {
+			l *elemList
+			m map[ipProtoPort][]netip.AddrPort
+		}{{eps, pl.endpoints}, {sc, pl.shortCircuit}} {
+			for fe, targets := range x.m {
+				for i, t := range targets {
+					kb := binary.NativeEndian.AppendUint32(appendIPProtoPort(key[:0], fe), uint32(i))
+					vb := pad4(append(val[:0], t.Addr().AsSlice()...))
+					vb = append(vb, byte(t.Port()>>8), byte(t.Port()), 0, 0)
+					x.l.add(kb, vb, nil)
+				}
+			}
+		}
+		for id, chains := range pl.endpointChains {
+			for i, ch := range chains {
+				epc.add(idIndexKey(id, uint32(i)), nil, verdict("goto "+ch))
 			}
 		}
 	}
-	var npElems, hpElems []nftables.SetElement
-	for _, a := range tx.nodePortIPs {
-		npElems = append(npElems, nftables.SetElement{Key: a.AsSlice()})
+	for _, l := range []*elemList{sIPs, sNP, nIPs, nNP, eps, sc, epc} {
+		k.msgs = append(k.msgs, l.messages()...)
 	}
-	hpElems = hairpinElems(tx.hairpin)
-	if len(npElems) > 0 {
-		if err := c.SetAddElements(npIPs, npElems); err != nil {
-			return err
-		}
-	}
-	if len(hpElems) > 0 {
-		if err := c.SetAddElements(hp, hpElems); err != nil {
-			return err
-		}
-	}
-	if err := c.Flush(); err != nil {
-		return fmt.Errorf("nftables transaction (full=%v): %w", tx.full, err)
-	}
-	return nil
 }
 
 // addPlanObjects adds the chains and affinity sets of a plan (adding an existing one is a
@@ -193,104 +290,52 @@ func (k *netlinkKernel) addPlanObjects(t *nftables.Table, pl *servicePlan) error
 	return nil
 }
 
-func (k *netlinkKernel) addPlanRules(t *nftables.Table, pl *servicePlan) error {
-	for _, ch := range pl.chains {
-		if err := k.addRules(t, ch.name, ch.rules); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func (k *netlinkKernel) addRules(t *nftables.Table, chain string, rules []rule) error {
+func (k *netlinkKernel) addRules(t *nftables.Table, chain string, rules []rule) {
 	ch := &nftables.Chain{Name: chain, Table: t}
 	for _, r := range rules {
-		var anon []*nftables.Set
-		for _, a := range r.anon {
-			// A fresh copy per transaction: AddSet assigns the ID the rule refers to.
-			// An explicit name: given "__map%d" the kernel scans every set of the table
-			// for a free number, which made 10k Services take 30 s (quadratic).
-			k.anonSeq++
-			s := *a.set
-			// The library keeps a name only when we choose the transaction ID too; ours
-			// live above the library's own counter.
-			s.Table, s.ID = t, uint32(1<<30+k.anonSeq%(1<<29))
-			s.Name = fmt.Sprintf("__m%d", k.anonSeq)
-			if err := k.conn.AddSet(&s, a.elems); err != nil {
-				return err
-			}
-			anon = append(anon, &s)
-		}
-		k.conn.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: r.build(anon)})
+		k.conn.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: r.build(nil)})
 	}
-	return nil
 }
 
-// addPlanElements adds (or deletes) a plan's map elements.
-func (k *netlinkKernel) addPlanElements(named []*nftables.Set, pl *servicePlan, del bool) error {
-	sIPs, sNP, nIPs, nNP, epMap, epChains := named[0], named[1], named[2], named[3], named[6], named[7]
-	op := k.conn.SetAddElements
-	if del {
-		op = k.conn.SetDeleteElements
-	}
-	ipElems := func(m map[ipProtoPort]string) []nftables.SetElement {
-		var out []nftables.SetElement
-		for key, v := range m {
-			out = append(out, nftables.SetElement{Key: ipProtoPortKey(key), VerdictData: verdictData(v)})
-		}
-		return out
-	}
-	npElems := func(m map[protoPort]string) []nftables.SetElement {
-		var out []nftables.SetElement
-		for key, v := range m {
-			out = append(out, nftables.SetElement{Key: protoPortKey(key), VerdictData: verdictData(v)})
-		}
-		return out
-	}
-	var epElems, chainElems []nftables.SetElement
-	for i, t := range pl.endpoints {
-		epElems = append(epElems, nftables.SetElement{Key: idIndexKey(pl.id, uint32(i)),
-			Val: append(pad4(t.Addr().AsSlice()), pad4(portBytes(t.Port()))...)})
-	}
-	for i, ch := range pl.endpointChains {
-		chainElems = append(chainElems, nftables.SetElement{Key: idIndexKey(pl.id, uint32(i)),
-			VerdictData: &expr.Verdict{Kind: expr.VerdictGoto, Chain: ch}})
-	}
-	for _, x := range []struct {
-		s *nftables.Set
-		e []nftables.SetElement
-	}{{sIPs, ipElems(pl.serviceIPs)}, {nIPs, ipElems(pl.noEndpointIP)}, {sNP, npElems(pl.nodePorts)}, {nNP, npElems(pl.noEndpointNP)},
-		{epMap, epElems}, {epChains, chainElems}} {
-		if len(x.e) == 0 {
-			continue
-		}
-		if err := op(x.s, x.e); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func hairpinElems(addrs []netip.Addr) []nftables.SetElement {
-	out := make([]nftables.SetElement, 0, len(addrs))
-	for _, a := range addrs {
-		out = append(out, nftables.SetElement{Key: append(pad4(a.AsSlice()), pad4(a.AsSlice())...)})
-	}
-	return out
+func hairpinKey(a netip.Addr) []byte {
+	return append(pad4(a.AsSlice()), pad4(a.AsSlice())...)
 }
 
 func idIndexKey(id, idx uint32) []byte {
 	return append(binaryutil.NativeEndian.PutUint32(id), binaryutil.NativeEndian.PutUint32(idx)...)
 }
 
-func ipProtoPortKey(k ipProtoPort) []byte {
-	b := pad4(k.ip.AsSlice())
-	b = append(b, k.proto, 0, 0, 0)
-	return append(b, pad4(portBytes(k.port))...)
+// frontendIndexKey is an @endpoints key: address . protocol . port . index, each padded to
+// 4 bytes; the index in host order, as numgen writes it.
+func frontendIndexKey(fe ipProtoPort, idx uint32) []byte {
+	return binary.NativeEndian.AppendUint32(appendIPProtoPort(nil, fe), idx)
+}
+
+// targetValue is an @endpoints value: address . port, each padded to 4 bytes.
+func targetValue(t netip.AddrPort) []byte {
+	return append(pad4(t.Addr().AsSlice()), pad4(portBytes(t.Port()))...)
+}
+
+func ipProtoPortKey(k ipProtoPort) []byte { return appendIPProtoPort(nil, k) }
+
+// appendIPProtoPort appends the key address . protocol . port, each padded to 4 bytes.
+func appendIPProtoPort(b []byte, k ipProtoPort) []byte {
+	b = pad4(append(b, k.ip.AsSlice()...))
+	return append(b, k.proto, 0, 0, 0, byte(k.port>>8), byte(k.port), 0, 0)
+}
+
+func parseIPProtoPortKey(b string) ipProtoPort {
+	n := len(b) - 8
+	ip, _ := netip.AddrFromSlice([]byte(b[:n]))
+	return ipProtoPort{ip: ip, proto: b[n], port: binary.BigEndian.Uint16([]byte(b[n+4 : n+6]))}
 }
 
 func protoPortKey(k protoPort) []byte {
 	return append([]byte{k.proto, 0, 0, 0}, pad4(portBytes(k.port))...)
+}
+
+func parseProtoPortKey(b string) protoPort {
+	return protoPort{proto: b[0], port: binary.BigEndian.Uint16([]byte(b[4:6]))}
 }
 
 func verdictData(v string) *expr.Verdict {

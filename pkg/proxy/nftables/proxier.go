@@ -33,6 +33,7 @@ const (
 	setNodePortIPs     = "nodeport-ips"
 	setHairpin         = "hairpin"
 	mapEndpoints       = "endpoints"
+	mapShortCircuit    = "short-circuit"
 	mapEndpointChains  = "endpoint-chains"
 )
 
@@ -48,17 +49,32 @@ type Config struct {
 }
 
 // Proxier programs one family's table from Snapshots. Sync is called from one goroutine.
+//
+// What the kernel holds for a Service without session affinity is only map elements: each
+// of its frontends (ClusterIP, external and LoadBalancer IPs with the port; the NodePort) in
+// a dispatch verdict map, pointing at the chain shared by all Services of its kind with the
+// same number of endpoints, and one @endpoints element per frontend and endpoint. Only
+// Services with ClientIP affinity add chains (and timeout sets) of their own.
 type Proxier struct {
 	cfg    Config
 	family family
 	kernel Kernel
+	// conntrack is nil in rule-level tests.
+	conntrack Conntrack
 
 	mu sync.Mutex // guards the fields below against Dump from other goroutines
 	// programmed is what the kernel holds per ServicePort, to remove exactly that later.
 	programmed map[proxy.ServicePortName]*servicePlan
 	needFull   bool
-	// lastText is the rendered ruleset of the last full sync plus partial updates, for Dump.
-	// ids number the ServicePorts for the keys of @endpoints and @endpoint-chains.
+	// shared are the shared chains in the kernel (created on first use, removed by the
+	// next full sync once unused).
+	shared map[string]sharedChain
+	// owners says which ServicePort holds each dispatch key: two Services claiming one
+	// address and port (externalIPs are not checked by the API) must not fail the whole
+	// transaction; the first keeps it.
+	owners map[elemKey]proxy.ServicePortName
+	// ids number the ServicePorts with affinity for the keys of @endpoint-chains: port k
+	// uses 2k for its cluster selection and 2k+1 for a different external one.
 	ids         map[proxy.ServicePortName]uint32
 	hairpinRefs map[netip.Addr]int
 	freeID      []uint32
@@ -92,23 +108,112 @@ func NewProxier(cfg Config, k Kernel) *Proxier {
 		f = ipv6
 	}
 	return &Proxier{cfg: cfg, family: f, kernel: k, programmed: map[proxy.ServicePortName]*servicePlan{}, needFull: true,
-		ids: map[proxy.ServicePortName]uint32{}}
+		ids: map[proxy.ServicePortName]uint32{}, shared: map[string]sharedChain{}, owners: map[elemKey]proxy.ServicePortName{}}
+}
+
+// sharedKind is what a shared chain does with a packet whose frontend it serves.
+type sharedKind int
+
+const (
+	// sharedCluster: masquerade traffic from outside the cluster CIDR, DNAT to one of the
+	// ClusterIP's endpoints.
+	sharedCluster sharedKind = iota
+	// sharedExternal: masquerade, DNAT to one of the frontend's endpoints.
+	sharedExternal
+	// sharedLocal: DNAT to one of this node's endpoints, keeping the client address
+	// (externalTrafficPolicy: Local).
+	sharedLocal
+	// sharedShortCircuit: DNAT to one of all the Service's endpoints (@short-circuit), for
+	// Pods and the node itself reaching an externalTrafficPolicy: Local frontend.
+	sharedShortCircuit
+	// sharedLocalPolicy dispatches an externalTrafficPolicy: Local frontend: to
+	// sharedShortCircuit with n2 endpoints for Pods and the node, else to sharedLocal.
+	sharedLocalPolicy
+)
+
+// sharedChain is one chain serving every frontend of a kind with n usable endpoints.
+type sharedChain struct {
+	kind     sharedKind
+	nodePort bool
+	n, n2    uint32
+}
+
+func (c sharedChain) name() string {
+	np := ""
+	if c.nodePort {
+		np = "np-"
+	}
+	switch c.kind {
+	case sharedExternal:
+		return fmt.Sprintf("ext-%sn%d", np, c.n)
+	case sharedLocal:
+		return fmt.Sprintf("local-%sn%d", np, c.n)
+	case sharedShortCircuit:
+		return fmt.Sprintf("short-%sn%d", np, c.n)
+	case sharedLocalPolicy:
+		return fmt.Sprintf("etp-local-%sn%d-all%d", np, c.n, c.n2)
+	}
+	return fmt.Sprintf("svc-n%d", c.n)
+}
+
+// needs lists the shared chains c jumps to, which must exist with it.
+func (c sharedChain) needs() []sharedChain {
+	if c.kind != sharedLocalPolicy {
+		return nil
+	}
+	return []sharedChain{{kind: sharedLocal, nodePort: c.nodePort, n: c.n}, {kind: sharedShortCircuit, nodePort: c.nodePort, n: c.n2}}
+}
+
+func (p *Proxier) sharedRules(c sharedChain) []rule {
+	f := p.family
+	epMap, scMap, _ := p.endpointMaps()
+	switch c.kind {
+	case sharedExternal:
+		return []rule{ruleJump(vJump, chainMark), ruleDNATShared(f, c.n, c.nodePort, epMap)}
+	case sharedLocal:
+		return []rule{ruleDNATShared(f, c.n, c.nodePort, epMap)}
+	case sharedShortCircuit:
+		return []rule{ruleDNATShared(f, c.n, c.nodePort, scMap)}
+	case sharedLocalPolicy:
+		deps := c.needs()
+		local, short := deps[0].name(), deps[1].name()
+		var rules []rule
+		if p.cfg.ClusterCIDR.IsValid() {
+			rules = append(rules, ruleSaddrPrefix(f, p.cfg.ClusterCIDR, false, vGoto, short))
+		}
+		return append(rules, ruleSrcLocal(vJump, chainMark), ruleSrcLocal(vGoto, short), ruleJump(vGoto, local))
+	}
+	return []rule{p.masqueradeCheck(), ruleDNATShared(f, c.n, false, epMap)}
+}
+
+// masqueradeCheck marks ClusterIP traffic from outside the cluster for masquerading.
+func (p *Proxier) masqueradeCheck() rule {
+	if p.cfg.ClusterCIDR.IsValid() {
+		return ruleSaddrPrefix(p.family, p.cfg.ClusterCIDR, true, vJump, chainMark)
+	}
+	return ruleJump(vJump, chainMark)
 }
 
 // servicePlan is everything one ServicePort puts in the kernel.
 type servicePlan struct {
-	chains       []*chainPlan // in creation order; jump targets before their users
+	// chains are the port's own chains (affinity, eTP Local), in creation order: jump
+	// targets before their users. shared are the shared chains its verdicts lead to.
+	chains       []*chainPlan
+	shared       []sharedChain
 	serviceIPs   map[ipProtoPort]string
 	nodePorts    map[protoPort]string
 	noEndpointIP map[ipProtoPort]string
 	noEndpointNP map[protoPort]string
 	affinitySets []*nftables.Set
 	hairpin      []netip.Addr
-	// endpoints and endpointChains are this ServicePort's elements of @endpoints and
-	// @endpoint-chains: index → target, index → chain, under the port's id.
-	id             uint32
-	endpoints      []netip.AddrPort
-	endpointChains []string
+	// endpoints and shortCircuit are the port's elements of @endpoints and @short-circuit:
+	// frontend → index → target.
+	endpoints, shortCircuit map[ipProtoPort][]netip.AddrPort
+	// ids (affinity only) are the cluster and external selection numbers, equal when both
+	// select the same endpoints; endpointChains are the elements of @endpoint-chains:
+	// id → index → chain.
+	ids            [2]uint32
+	endpointChains map[uint32][]string
 }
 
 type chainPlan struct {
@@ -116,26 +221,41 @@ type chainPlan struct {
 	rules []rule
 }
 
-func (p *Proxier) endpointMaps() (endpoints, endpointChains *nftables.Set) {
-	idIdx, _ := nftables.ConcatSetType(nftables.TypeInteger, nftables.TypeInteger)
+func (p *Proxier) endpointMaps() (endpoints, shortCircuit, endpointChains *nftables.Set) {
+	// Indexes (and affinity ids) are host-order 32-bit numbers, as numgen writes them: the
+	// mark type has that layout, and lets `nft list` print the maps (it cannot size a bare
+	// integer inside a concatenation).
+	idIdx, _ := nftables.ConcatSetType(nftables.TypeMark, nftables.TypeMark)
+	frontendIdx, _ := nftables.ConcatSetType(p.family.addrType, nftables.TypeInetProto, nftables.TypeInetService, nftables.TypeMark)
 	target, _ := nftables.ConcatSetType(p.family.addrType, nftables.TypeInetService)
-	endpoints = &nftables.Set{Name: mapEndpoints, IsMap: true, KeyType: idIdx, DataType: target, Concatenation: true}
+	endpoints = &nftables.Set{Name: mapEndpoints, IsMap: true, KeyType: frontendIdx, DataType: target, Concatenation: true}
+	shortCircuit = &nftables.Set{Name: mapShortCircuit, IsMap: true, KeyType: frontendIdx, DataType: target, Concatenation: true}
 	endpointChains = &nftables.Set{Name: mapEndpointChains, IsMap: true, KeyType: idIdx, DataType: nftables.TypeVerdict, Concatenation: true}
 	return
 }
 
-func (p *Proxier) sets() (serviceIPs, nodePorts, noEPIPs, noEPNodePorts, nodePortIPs, hairpin *nftables.Set) {
+// dispatchSets are the maps the base chains look into.
+type dispatchSets struct {
+	serviceIPs, nodePorts, noEPIPs, noEPNodePorts, nodePortIPs, hairpin *nftables.Set
+}
+
+func (p *Proxier) sets() dispatchSets {
 	f := p.family
 	ippp, _ := nftables.ConcatSetType(f.addrType, nftables.TypeInetProto, nftables.TypeInetService)
 	pp, _ := nftables.ConcatSetType(nftables.TypeInetProto, nftables.TypeInetService)
 	ipip, _ := nftables.ConcatSetType(f.addrType, f.addrType)
-	serviceIPs = &nftables.Set{Name: mapServiceIPs, IsMap: true, KeyType: ippp, DataType: nftables.TypeVerdict, Concatenation: true}
-	nodePorts = &nftables.Set{Name: mapServiceNodePort, IsMap: true, KeyType: pp, DataType: nftables.TypeVerdict, Concatenation: true}
-	noEPIPs = &nftables.Set{Name: mapNoEndpointIPs, IsMap: true, KeyType: ippp, DataType: nftables.TypeVerdict, Concatenation: true}
-	noEPNodePorts = &nftables.Set{Name: mapNoEndpointNodeP, IsMap: true, KeyType: pp, DataType: nftables.TypeVerdict, Concatenation: true}
-	nodePortIPs = &nftables.Set{Name: setNodePortIPs, KeyType: f.addrType}
-	hairpin = &nftables.Set{Name: setHairpin, KeyType: ipip, Concatenation: true}
-	return
+	return dispatchSets{
+		serviceIPs:    &nftables.Set{Name: mapServiceIPs, IsMap: true, KeyType: ippp, DataType: nftables.TypeVerdict, Concatenation: true},
+		nodePorts:     &nftables.Set{Name: mapServiceNodePort, IsMap: true, KeyType: pp, DataType: nftables.TypeVerdict, Concatenation: true},
+		noEPIPs:       &nftables.Set{Name: mapNoEndpointIPs, IsMap: true, KeyType: ippp, DataType: nftables.TypeVerdict, Concatenation: true},
+		noEPNodePorts: &nftables.Set{Name: mapNoEndpointNodeP, IsMap: true, KeyType: pp, DataType: nftables.TypeVerdict, Concatenation: true},
+		nodePortIPs:   &nftables.Set{Name: setNodePortIPs, KeyType: f.addrType},
+		hairpin:       &nftables.Set{Name: setHairpin, KeyType: ipip, Concatenation: true},
+	}
+}
+
+func (d dispatchSets) all() []*nftables.Set {
+	return []*nftables.Set{d.serviceIPs, d.nodePorts, d.noEPIPs, d.noEPNodePorts, d.nodePortIPs, d.hairpin}
 }
 
 func protoNumber(p corev1.Protocol) uint8 {
@@ -148,41 +268,48 @@ func protoNumber(p corev1.Protocol) uint8 {
 	return 6
 }
 
+func addrPorts(eps []*proxy.Endpoint) []netip.AddrPort {
+	out := make([]netip.AddrPort, len(eps))
+	for i, e := range eps {
+		out[i] = e.AddrPort()
+	}
+	return out
+}
+
 // plan computes what one ServicePort needs.
 func (p *Proxier) plan(sp *proxy.ServicePort, eps []*proxy.Endpoint) *servicePlan {
 	f := p.family
 	h := sp.Name.ShortHash()
 	proto := protoNumber(sp.Protocol)
 	cluster, external, _ := proxy.UsableEndpoints(sp, eps)
-	epMap, epChainMap := p.endpointMaps()
-	id := p.idOf(sp.Name)
-	pl := &servicePlan{id: id, serviceIPs: map[ipProtoPort]string{}, nodePorts: map[protoPort]string{},
-		noEndpointIP: map[ipProtoPort]string{}, noEndpointNP: map[protoPort]string{}}
-
-	epChains := map[netip.AddrPort]string{}
-	var affinity map[netip.AddrPort]*nftables.Set
-	if sp.StickyTimeout > 0 {
-		affinity = map[netip.AddrPort]*nftables.Set{}
+	sameExt := slices.Equal(cluster, external)
+	sticky := sp.StickyTimeout > 0
+	pl := &servicePlan{serviceIPs: map[ipProtoPort]string{}, nodePorts: map[protoPort]string{},
+		noEndpointIP: map[ipProtoPort]string{}, noEndpointNP: map[protoPort]string{},
+		endpoints: map[ipProtoPort][]netip.AddrPort{}, shortCircuit: map[ipProtoPort][]netip.AddrPort{},
+		endpointChains: map[uint32][]string{}}
+	useShared := func(c sharedChain) string {
+		for _, x := range append([]sharedChain{c}, c.needs()...) {
+			if !slices.Contains(pl.shared, x) {
+				pl.shared = append(pl.shared, x)
+			}
+		}
+		return c.name()
 	}
-	// selection appends the rules choosing among eps.
-	selection := func(eps []*proxy.Endpoint) []rule {
-		if len(eps) == 0 {
-			return nil // the filter chains reject or drop first
+	if sticky {
+		k := p.idOf(sp.Name)
+		pl.ids = [2]uint32{2 * k, 2 * k}
+		if !sameExt {
+			pl.ids[1] = 2*k + 1
 		}
-		if affinity == nil {
-			targets := make([]netip.AddrPort, len(eps))
-			for i, e := range eps {
-				targets[i] = e.AddrPort()
-			}
-			if len(targets) == 1 {
-				return []rule{ruleDNAT(f, targets, 0, nil)}
-			}
-			// Cluster and external selections may differ (eTP Local): each gets its own
-			// range of indexes under the port's id.
-			base := uint32(len(pl.endpoints))
-			pl.endpoints = append(pl.endpoints, targets...)
-			return []rule{ruleDNATRange(f, targets, id, base, epMap)}
-		}
+	}
+	_, _, epChainMap := p.endpointMaps()
+
+	// affinity returns the rules choosing among eps with ClientIP affinity: a chain per
+	// endpoint records the client in a timeout set, and a client found in one goes back.
+	epChains := map[netip.AddrPort]string{}
+	affinitySets := map[netip.AddrPort]*nftables.Set{}
+	affinity := func(eps []*proxy.Endpoint, id uint32) []rule {
 		var rules []rule
 		var chains []string
 		for _, e := range eps {
@@ -193,95 +320,247 @@ func (p *Proxier) plan(sp *proxy.ServicePort, eps []*proxy.Endpoint) *servicePla
 				name = "ep-" + h + "-" + suffix
 				set := &nftables.Set{Name: "aff-" + h + "-" + suffix, KeyType: f.addrType, HasTimeout: true,
 					Dynamic: true, Timeout: sp.StickyTimeout}
-				affinity[ap] = set
+				affinitySets[ap] = set
 				pl.affinitySets = append(pl.affinitySets, set)
 				pl.chains = append(pl.chains, &chainPlan{name: name, rules: []rule{
 					ruleAffinityUpdate(f, set, sp.StickyTimeout),
-					ruleDNAT(f, []netip.AddrPort{ap}, 0, nil),
+					ruleDNAT(f, ap),
 				}})
 				epChains[ap] = name
 			}
-			rules = append(rules, ruleAffinityCheck(f, affinity[ap], name))
+			rules = append(rules, ruleAffinityCheck(f, affinitySets[ap], name))
 			chains = append(chains, name)
 		}
-		base := uint32(len(pl.endpointChains))
-		pl.endpointChains = append(pl.endpointChains, chains...)
-		return append(rules, ruleNumgenGotoRange(chains, id, base, epChainMap))
+		pl.endpointChains[id] = chains
+		return append(rules, ruleNumgenGotoRange(chains, id, 0, epChainMap))
 	}
 
-	svcChain := "svc-" + h
-	masq := ruleJump(vJump, chainMark)
-	if p.cfg.ClusterCIDR.IsValid() {
-		masq = ruleSaddrPrefix(f, p.cfg.ClusterCIDR, true, vJump, chainMark)
+	// ClusterIP.
+	stickyChain := "" // an affinity Service's own chain choosing among cluster endpoints
+	if len(cluster) > 0 && sticky {
+		stickyChain = "svc-" + h
+		pl.chains = append(pl.chains, &chainPlan{name: stickyChain,
+			rules: append([]rule{p.masqueradeCheck()}, affinity(cluster, pl.ids[0])...)})
 	}
-	pl.chains = append(pl.chains, &chainPlan{name: svcChain, rules: append([]rule{masq}, selection(cluster)...)})
 	if sp.ClusterIP.IsValid() {
-		k := ipProtoPort{sp.ClusterIP, proto, uint16(sp.Port)}
-		if len(cluster) > 0 {
-			pl.serviceIPs[k] = "goto " + svcChain
-		} else {
-			pl.noEndpointIP[k] = "goto " + chainReject
+		fe := ipProtoPort{sp.ClusterIP, proto, uint16(sp.Port)}
+		switch {
+		case len(cluster) == 0:
+			pl.noEndpointIP[fe] = "goto " + chainReject
+		case sticky:
+			pl.serviceIPs[fe] = "goto " + stickyChain
+		default:
+			pl.serviceIPs[fe] = "goto " + useShared(sharedChain{kind: sharedCluster, n: uint32(len(cluster))})
+			pl.endpoints[fe] = addrPorts(cluster)
 		}
 	}
-	for _, e := range cluster {
-		pl.hairpin = append(pl.hairpin, e.IP)
+	// Hairpin traffic (a Pod reaching itself through a Service) can only come from a Pod of
+	// this node, so only local endpoints need an element.
+	for _, list := range [][]*proxy.Endpoint{cluster, external} {
+		for _, e := range list {
+			if e.IsLocal && !slices.Contains(pl.hairpin, e.IP) {
+				pl.hairpin = append(pl.hairpin, e.IP)
+			}
+		}
 	}
-	if sp.ExternallyAccessible() {
-		extChain := "ext-" + h
+	if !sp.ExternallyAccessible() {
+		return pl
+	}
+
+	// External frontends: external and LoadBalancer IPs, and the NodePort.
+	// With no usable endpoint: reject if there is none at all; with eTP Local and
+	// endpoints elsewhere, drop, so the load balancer's health check moves traffic away
+	// rather than the client seeing a refusal.
+	noEP := "goto " + chainReject
+	if len(cluster) > 0 || hasAnyUsable(eps) {
+		noEP = "drop"
+	}
+	stickyExt := ""
+	if sticky && len(external) > 0 {
+		stickyExt = "ext-" + h
 		var rules []rule
 		if !sp.ExternalPolicyLocal {
 			rules = append(rules, ruleJump(vJump, chainMark))
-			if slices.Equal(external, cluster) {
-				rules = append(rules, ruleJump(vGoto, svcChain))
-			} else {
-				rules = append(rules, selection(external)...)
-			}
 		} else {
 			// eTP Local keeps the client address, so no mark. Pods and the node itself are
 			// not "external" (upstream's short-circuit): they go the cluster way.
 			if p.cfg.ClusterCIDR.IsValid() {
-				rules = append(rules, ruleSaddrPrefix(f, p.cfg.ClusterCIDR, false, vGoto, svcChain))
+				rules = append(rules, ruleSaddrPrefix(f, p.cfg.ClusterCIDR, false, vGoto, stickyChain))
 			}
-			rules = append(rules, ruleSrcLocal(vJump, chainMark), ruleSrcLocal(vGoto, svcChain))
-			rules = append(rules, selection(external)...)
+			rules = append(rules, ruleSrcLocal(vJump, chainMark), ruleSrcLocal(vGoto, stickyChain))
 		}
-		pl.chains = append(pl.chains, &chainPlan{name: extChain, rules: rules})
-		// With no usable endpoint: reject if there is none at all; with eTP Local and
-		// endpoints elsewhere, drop, so the load balancer's health check moves traffic away
-		// rather than the client seeing a refusal.
-		noEP := "goto " + chainReject
-		if len(cluster) > 0 || hasAnyUsable(eps) {
-			noEP = "drop"
+		if sameExt {
+			rules = append(rules, ruleJump(vGoto, stickyChain))
+		} else {
+			rules = append(rules, affinity(external, pl.ids[1])...)
 		}
-		addrs := append(slices.Clone(sp.ExternalIPs), sp.LoadBalancerIPs...)
-		for _, a := range addrs {
-			k := ipProtoPort{a, proto, uint16(sp.Port)}
-			if len(external) > 0 {
-				pl.serviceIPs[k] = "goto " + extChain
-			} else {
-				pl.noEndpointIP[k] = noEP
-			}
+		pl.chains = append(pl.chains, &chainPlan{name: stickyExt, rules: rules})
+	}
+	// verdict returns where an external frontend's traffic goes, and records its elements.
+	verdict := func(fe ipProtoPort, nodePort bool) string {
+		switch {
+		case len(external) == 0:
+			return ""
+		case sticky:
+			return "goto " + stickyExt
+		case !sp.ExternalPolicyLocal:
+			pl.endpoints[fe] = addrPorts(external)
+			return "goto " + useShared(sharedChain{kind: sharedExternal, nodePort: nodePort, n: uint32(len(external))})
 		}
-		if sp.NodePort != 0 {
-			k := protoPort{proto, uint16(sp.NodePort)}
-			if len(external) > 0 {
-				pl.nodePorts[k] = "goto " + extChain
-			} else {
-				pl.noEndpointNP[k] = noEP
-			}
+		pl.endpoints[fe] = addrPorts(external)
+		pl.shortCircuit[fe] = addrPorts(cluster)
+		return "goto " + useShared(sharedChain{kind: sharedLocalPolicy, nodePort: nodePort, n: uint32(len(external)), n2: uint32(len(cluster))})
+	}
+	for _, a := range append(slices.Clone(sp.ExternalIPs), sp.LoadBalancerIPs...) {
+		fe := ipProtoPort{a, proto, uint16(sp.Port)}
+		if v := verdict(fe, false); v != "" {
+			pl.serviceIPs[fe] = v
+		} else {
+			pl.noEndpointIP[fe] = noEP
+		}
+	}
+	if sp.NodePort != 0 {
+		key := protoPort{proto, uint16(sp.NodePort)}
+		fe := ipProtoPort{frontendAddr(f, true, netip.Addr{}), proto, uint16(sp.NodePort)}
+		if v := verdict(fe, true); v != "" {
+			pl.nodePorts[key] = v
+		} else {
+			pl.noEndpointNP[key] = noEP
 		}
 	}
 	return pl
 }
 
+// elemKey names one element of one named set or map; elemValue is its data.
+type elemKey struct {
+	set string
+	key string // the key's bytes as the kernel sees them
+}
+
+type elemValue struct {
+	val     string // a data map's value bytes
+	verdict string // a verdict map's verdict ("goto X", "drop")
+}
+
+// elements lists every element the plan puts in the shared maps (hairpin aside).
+func (pl *servicePlan) elements() map[elemKey]elemValue {
+	out := make(map[elemKey]elemValue, len(pl.serviceIPs)+len(pl.nodePorts)+len(pl.endpoints)*10)
+	for k, v := range pl.serviceIPs {
+		out[elemKey{mapServiceIPs, string(ipProtoPortKey(k))}] = elemValue{verdict: v}
+	}
+	for k, v := range pl.noEndpointIP {
+		out[elemKey{mapNoEndpointIPs, string(ipProtoPortKey(k))}] = elemValue{verdict: v}
+	}
+	for k, v := range pl.nodePorts {
+		out[elemKey{mapServiceNodePort, string(protoPortKey(k))}] = elemValue{verdict: v}
+	}
+	for k, v := range pl.noEndpointNP {
+		out[elemKey{mapNoEndpointNodeP, string(protoPortKey(k))}] = elemValue{verdict: v}
+	}
+	for set, m := range map[string]map[ipProtoPort][]netip.AddrPort{mapEndpoints: pl.endpoints, mapShortCircuit: pl.shortCircuit} {
+		for fe, targets := range m {
+			for i, t := range targets {
+				out[elemKey{set, string(frontendIndexKey(fe, uint32(i)))}] = elemValue{val: string(targetValue(t))}
+			}
+		}
+	}
+	for id, chains := range pl.endpointChains {
+		for i, c := range chains {
+			out[elemKey{mapEndpointChains, string(idIndexKey(id, uint32(i)))}] = elemValue{verdict: "goto " + c}
+		}
+	}
+	return out
+}
+
+// dispatchKeys are the keys other Services may also claim (addresses and ports).
+func (pl *servicePlan) dispatchKeys() []elemKey {
+	var out []elemKey
+	for k := range pl.serviceIPs {
+		out = append(out, elemKey{mapServiceIPs, string(ipProtoPortKey(k))})
+	}
+	for k := range pl.noEndpointIP {
+		out = append(out, elemKey{mapNoEndpointIPs, string(ipProtoPortKey(k))})
+	}
+	for k := range pl.nodePorts {
+		out = append(out, elemKey{mapServiceNodePort, string(protoPortKey(k))})
+	}
+	for k := range pl.noEndpointNP {
+		out = append(out, elemKey{mapNoEndpointNodeP, string(protoPortKey(k))})
+	}
+	return out
+}
+
+// claims tracks which ServicePort holds each dispatch key during one sync: the committed
+// owners plus this sync's releases and claims, applied to the Proxier only on success.
+type claims struct {
+	committed map[elemKey]proxy.ServicePortName
+	changed   map[elemKey]*proxy.ServicePortName // nil: released
+}
+
+func (c *claims) owner(k elemKey) (proxy.ServicePortName, bool) {
+	if o, ok := c.changed[k]; ok {
+		if o == nil {
+			return proxy.ServicePortName{}, false
+		}
+		return *o, true
+	}
+	o, ok := c.committed[k]
+	return o, ok
+}
+
+func (c *claims) release(pl *servicePlan, name proxy.ServicePortName) {
+	for _, k := range pl.dispatchKeys() {
+		if o, ok := c.owner(k); ok && o == name {
+			c.changed[k] = nil
+		}
+	}
+}
+
+// claim removes from pl the dispatch keys held by another ServicePort and claims the rest.
+func (c *claims) claim(pl *servicePlan, name proxy.ServicePortName) {
+	for _, k := range pl.dispatchKeys() {
+		if o, ok := c.owner(k); ok && o != name {
+			switch k.set {
+			case mapServiceIPs:
+				delete(pl.serviceIPs, parseIPProtoPortKey(k.key))
+			case mapNoEndpointIPs:
+				delete(pl.noEndpointIP, parseIPProtoPortKey(k.key))
+			case mapServiceNodePort:
+				delete(pl.nodePorts, parseProtoPortKey(k.key))
+			case mapNoEndpointNodeP:
+				delete(pl.noEndpointNP, parseProtoPortKey(k.key))
+			}
+			continue
+		}
+		c.changed[k] = &name
+	}
+}
+
+// apply writes the changes into the committed owners.
+func (c *claims) apply() {
+	for k, o := range c.changed {
+		if o == nil {
+			delete(c.committed, k)
+		} else {
+			c.committed[k] = *o
+		}
+	}
+}
+
 // transaction is one atomic batch for the kernel.
 type transaction struct {
 	full bool
-	// For a partial sync: plans removed and added (changed Services appear in both).
-	removed, added map[proxy.ServicePortName]*servicePlan
-	// For a full sync: every plan.
+	// plans are every plan (full sync) or the plans added or replaced (partial sync).
 	plans map[proxy.ServicePortName]*servicePlan
-	// nodePortIPs and the hairpin set are rewritten whole on every sync: small.
+	// removed are, for a partial sync, the replaced or deleted plans: their own chains and
+	// sets go unless a new plan keeps them.
+	removed map[proxy.ServicePortName]*servicePlan
+	// shared are the shared chains to create (all of them on a full sync).
+	shared []sharedChain
+	// addElems and delElems are a partial sync's element changes (a full sync writes every
+	// plan's elements).
+	addElems, delElems map[elemKey]elemValue
+	// nodePortIPs is rewritten whole on every sync: small.
 	nodePortIPs []netip.Addr
 	// hairpin is the whole set on a full sync; hairpinDel the elements to remove on a
 	// partial one (hairpin then holds those to add).
@@ -289,61 +568,89 @@ type transaction struct {
 }
 
 // Sync programs the Snapshot: only the changed ServicePorts, or everything when full or
-// after a failure. It is the only writer of the table.
+// after a failure. It is the only writer of the table. A partial sync costs in proportion to
+// what changed, not to the number of Services: nothing here walks all of them.
 func (p *Proxier) Sync(snap *proxy.Snapshot, full bool) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	full = full || p.needFull
-	tx := &transaction{full: full, nodePortIPs: p.cfg.NodePortAddresses}
-	next := p.programmed
+	tx := &transaction{full: full, nodePortIPs: p.cfg.NodePortAddresses, plans: map[proxy.ServicePortName]*servicePlan{}}
+	owners := &claims{committed: p.owners, changed: map[elemKey]*proxy.ServicePortName{}}
 	if full {
-		next = make(map[proxy.ServicePortName]*servicePlan, len(snap.Services))
-		for name, sp := range snap.Services {
-			next[name] = p.plan(sp, snap.Endpoints[name])
-		}
-		tx.plans = next
-	} else {
-		tx.removed = map[proxy.ServicePortName]*servicePlan{}
-		tx.added = map[proxy.ServicePortName]*servicePlan{}
-		for name := range snap.Changed {
-			if old, ok := p.programmed[name]; ok {
-				tx.removed[name] = old
-			}
-			if sp, ok := snap.Services[name]; ok {
-				tx.added[name] = p.plan(sp, snap.Endpoints[name])
+		owners.committed = map[elemKey]proxy.ServicePortName{}
+	}
+	newShared := map[string]sharedChain{}
+	useShared := func(pl *servicePlan) {
+		for _, c := range pl.shared {
+			_, had := p.shared[c.name()]
+			if _, ok := newShared[c.name()]; !ok && (full || !had) {
+				newShared[c.name()] = c
+				tx.shared = append(tx.shared, c)
 			}
 		}
 	}
-	refs := p.hairpinRefs
+	hairpinDelta := map[netip.Addr]int{}
 	if full {
-		refs = map[netip.Addr]int{}
-		for _, pl := range next {
+		// Sorted, so that of two Services claiming one address the same one always wins.
+		names := slices.SortedFunc(maps.Keys(snap.Services), func(a, b proxy.ServicePortName) int {
+			return strings.Compare(a.String(), b.String())
+		})
+		for _, name := range names {
+			pl := p.plan(snap.Services[name], snap.Endpoints[name])
+			owners.claim(pl, name)
+			tx.plans[name] = pl
+			useShared(pl)
 			for _, a := range pl.hairpin {
-				refs[a]++
+				hairpinDelta[a]++
 			}
 		}
-		tx.hairpin = sortedAddrs(refs)
+		tx.hairpin = sortedAddrs(hairpinDelta)
 	} else {
-		refs = maps.Clone(refs)
-		for _, pl := range tx.removed {
-			for _, a := range pl.hairpin {
-				if refs[a]--; refs[a] <= 0 {
-					delete(refs, a)
+		tx.removed = map[proxy.ServicePortName]*servicePlan{}
+		tx.addElems, tx.delElems = map[elemKey]elemValue{}, map[elemKey]elemValue{}
+		oldElems, newElems := map[elemKey]elemValue{}, map[elemKey]elemValue{}
+		for name := range snap.Changed {
+			if old, ok := p.programmed[name]; ok {
+				tx.removed[name] = old
+				owners.release(old, name)
+				maps.Copy(oldElems, old.elements())
+				for _, a := range old.hairpin {
+					hairpinDelta[a]--
 				}
 			}
 		}
-		for _, pl := range tx.added {
+		for name := range snap.Changed {
+			sp, ok := snap.Services[name]
+			if !ok {
+				continue
+			}
+			pl := p.plan(sp, snap.Endpoints[name])
+			owners.claim(pl, name)
+			tx.plans[name] = pl
+			maps.Copy(newElems, pl.elements())
+			useShared(pl)
 			for _, a := range pl.hairpin {
-				refs[a]++
+				hairpinDelta[a]++
 			}
 		}
-		for a := range p.hairpinRefs {
-			if _, ok := refs[a]; !ok {
+		// Only elements that differ travel: one changed endpoint is one delete and one add.
+		// A changed value is both, as the kernel refuses to overwrite a map element's data.
+		for k, v := range oldElems {
+			if nv, ok := newElems[k]; !ok || nv != v {
+				tx.delElems[k] = v
+			}
+		}
+		for k, v := range newElems {
+			if ov, ok := oldElems[k]; !ok || ov != v {
+				tx.addElems[k] = v
+			}
+		}
+		for a, d := range hairpinDelta {
+			before := p.hairpinRefs[a]
+			switch after := before + d; {
+			case before > 0 && after <= 0:
 				tx.hairpinDel = append(tx.hairpinDel, a)
-			}
-		}
-		for a := range refs {
-			if _, ok := p.hairpinRefs[a]; !ok {
+			case before <= 0 && after > 0:
 				tx.hairpin = append(tx.hairpin, a)
 			}
 		}
@@ -352,26 +659,32 @@ func (p *Proxier) Sync(snap *proxy.Snapshot, full bool) error {
 		p.needFull = true
 		return err
 	}
-	if !full {
-		for name := range tx.removed {
-			delete(next, name)
-			if _, ok := tx.added[name]; !ok {
+	owners.apply()
+	p.owners = owners.committed
+	if full {
+		for name := range p.ids {
+			if _, ok := tx.plans[name]; !ok {
 				p.releaseID(name)
 			}
 		}
-		for name, pl := range tx.added {
-			next[name] = pl
-		}
+		p.programmed, p.shared, p.hairpinRefs = tx.plans, newShared, hairpinDelta
 	} else {
-		for name := range p.ids {
-			if _, ok := next[name]; !ok {
+		for name := range tx.removed {
+			delete(p.programmed, name)
+			if _, ok := tx.plans[name]; !ok {
 				p.releaseID(name)
+			}
+		}
+		maps.Copy(p.programmed, tx.plans)
+		maps.Copy(p.shared, newShared)
+		for a, d := range hairpinDelta {
+			if p.hairpinRefs[a] += d; p.hairpinRefs[a] <= 0 {
+				delete(p.hairpinRefs, a)
 			}
 		}
 	}
-	p.programmed = next
-	p.hairpinRefs = refs
 	p.needFull = false
+	p.flushStaleUDP(snap)
 	return nil
 }
 
@@ -391,29 +704,6 @@ func sortedAddrs(m map[netip.Addr]int) []netip.Addr {
 	return out
 }
 
-func hairpinOf(all, removed, added map[proxy.ServicePortName]*servicePlan) []netip.Addr {
-	seen := map[netip.Addr]bool{}
-	for name, pl := range all {
-		if _, gone := removed[name]; gone {
-			continue
-		}
-		for _, a := range pl.hairpin {
-			seen[a] = true
-		}
-	}
-	for _, pl := range added {
-		for _, a := range pl.hairpin {
-			seen[a] = true
-		}
-	}
-	out := make([]netip.Addr, 0, len(seen))
-	for a := range seen {
-		out = append(out, a)
-	}
-	slices.SortFunc(out, func(a, b netip.Addr) int { return a.Compare(b) })
-	return out
-}
-
 // baseChains are the fixed chains: hooks and dispatch.
 type baseChain struct {
 	name     string
@@ -424,7 +714,7 @@ type baseChain struct {
 
 func (p *Proxier) baseChains() ([]baseChain, map[string][]rule) {
 	f := p.family
-	sIPs, sNP, nIPs, nNP, npIPs, hp := p.sets()
+	d := p.sets()
 	prio := func(v int32) *nftables.ChainPriority { pr := nftables.ChainPriority(v); return &pr }
 	chains := []baseChain{
 		{name: chainMark}, {name: chainMasquerading}, {name: chainServices}, {name: chainReject}, {name: chainRejectCheck},
@@ -437,10 +727,10 @@ func (p *Proxier) baseChains() ([]baseChain, map[string][]rule) {
 	}
 	rules := map[string][]rule{
 		chainMark:           {ruleSetMark()},
-		chainMasquerading:   {ruleMasqueradeMarked(), ruleMasqueradeHairpin(f, hp)},
-		chainServices:       {ruleServiceIPs(f, sIPs, false), ruleNodePorts(f, npIPs, sNP, false)},
+		chainMasquerading:   {ruleMasqueradeMarked(), ruleMasqueradeHairpin(f, d.hairpin)},
+		chainServices:       {ruleServiceIPs(f, d.serviceIPs, false), ruleNodePorts(f, d.nodePortIPs, d.nodePorts, false)},
 		chainReject:         {ruleReject(f, true), ruleReject(f, false)},
-		chainRejectCheck:    {ruleServiceIPs(f, nIPs, true), ruleNodePorts(f, npIPs, nNP, true)},
+		chainRejectCheck:    {ruleServiceIPs(f, d.noEPIPs, true), ruleNodePorts(f, d.nodePortIPs, d.noEPNodePorts, true)},
 		"filter-prerouting": {ruleJump(vJump, chainRejectCheck)},
 		"filter-output":     {ruleJump(vJump, chainRejectCheck)},
 		"nat-prerouting":    {ruleJump(vJump, chainServices)},
@@ -475,6 +765,17 @@ func (p *Proxier) render(plans map[proxy.ServicePortName]*servicePlan) string {
 	b.WriteString(strings.Join(lines, "\n") + "\n")
 	lines = lines[:0]
 	var elems []string
+	shared := map[string]sharedChain{}
+	for _, pl := range plans {
+		for _, c := range pl.shared {
+			shared[c.name()] = c
+		}
+	}
+	for name, c := range shared {
+		for _, r := range p.sharedRules(c) {
+			lines = append(lines, fmt.Sprintf("add rule %s %s", name, r.text))
+		}
+	}
 	for _, pl := range plans {
 		for _, c := range pl.chains {
 			for _, r := range c.rules {
@@ -490,11 +791,17 @@ func (p *Proxier) render(plans map[proxy.ServicePortName]*servicePlan) string {
 		for k, v := range pl.nodePorts {
 			elems = append(elems, fmt.Sprintf("add element %s { %s . %d : %s }", mapServiceNodePort, protoName(k.proto), k.port, v))
 		}
-		for i, t := range pl.endpoints {
-			elems = append(elems, fmt.Sprintf("add element %s { %#x . %d : %s . %d }", mapEndpoints, pl.id, i, t.Addr(), t.Port()))
+		for set, m := range map[string]map[ipProtoPort][]netip.AddrPort{mapEndpoints: pl.endpoints, mapShortCircuit: pl.shortCircuit} {
+			for fe, targets := range m {
+				for i, t := range targets {
+					elems = append(elems, fmt.Sprintf("add element %s { %s . %s . %d . %d : %s . %d }", set, fe.ip, protoName(fe.proto), fe.port, i, t.Addr(), t.Port()))
+				}
+			}
 		}
-		for i, c := range pl.endpointChains {
-			elems = append(elems, fmt.Sprintf("add element %s { %#x . %d : goto %s }", mapEndpointChains, pl.id, i, c))
+		for id, chains := range pl.endpointChains {
+			for i, c := range chains {
+				elems = append(elems, fmt.Sprintf("add element %s { %#x . %d : goto %s }", mapEndpointChains, id, i, c))
+			}
 		}
 		for k, v := range pl.noEndpointNP {
 			elems = append(elems, fmt.Sprintf("add element %s { %s . %d : %s }", mapNoEndpointNodeP, protoName(k.proto), k.port, v))
@@ -512,7 +819,13 @@ func (p *Proxier) render(plans map[proxy.ServicePortName]*servicePlan) string {
 	for _, a := range p.cfg.NodePortAddresses {
 		fmt.Fprintf(&b, "add element %s { %s }\n", setNodePortIPs, a)
 	}
-	for _, a := range hairpinOf(plans, nil, nil) {
+	hairpin := map[netip.Addr]int{}
+	for _, pl := range plans {
+		for _, a := range pl.hairpin {
+			hairpin[a]++
+		}
+	}
+	for _, a := range sortedAddrs(hairpin) {
 		fmt.Fprintf(&b, "add element %s { %s . %s }\n", setHairpin, a, a)
 	}
 	return b.String()

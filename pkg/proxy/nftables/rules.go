@@ -74,6 +74,8 @@ type tables struct {
 	nodePorts, noEndpointNodePort map[protoPort]string
 	nodePortIPs                   map[netip.Addr]bool
 	hairpin                       map[netip.Addr]bool
+	// endpoints and shortCircuit are @endpoints and @short-circuit: frontend → targets.
+	endpoints, shortCircuit map[ipProtoPort][]netip.AddrPort
 }
 
 type ipProtoPort struct {
@@ -372,50 +374,79 @@ func ruleReject(f family, tcp bool) rule {
 	}
 }
 
-// ruleDNAT picks one of targets at random, or DNATs to the only one. Several targets are
-// looked up in the table-wide map @endpoints, keyed by the Service's number . a random index:
-// `dnat ip to ID . numgen random mod N map @endpoints`. One rule per Service and one map
-// element per endpoint, where kube-proxy has a chain and two rules per endpoint. A named map
-// rather than an anonymous one per rule: the kernel resolves set references in a
-// transaction by walking lists, so 10k anonymous sets in one batch took 14-22 s.
-func ruleDNAT(f family, targets []netip.AddrPort, _ uint32, _ *nftables.Set) rule {
-	if len(targets) == 1 {
-		t := targets[0]
-		return rule{
-			text: fmt.Sprintf("dnat %s to %s", f.name, t),
-			build: func([]*nftables.Set) []expr.Any {
-				return []expr.Any{
-					&expr.Immediate{Register: reg1, Data: t.Addr().AsSlice()},
-					&expr.Immediate{Register: reg2, Data: portBytes(t.Port())},
-					&expr.NAT{Type: expr.NATTypeDestNAT, Family: uint32(f.nfproto), RegAddrMin: reg1, RegProtoMin: reg2, Specified: true},
-				}
-			},
-			eval: func(p *packet, _ *tables) (bool, verdictKind, string) {
-				p.dnatTargets = []netip.AddrPort{t}
-				return true, vDNAT, ""
-			},
-		}
-	}
-	panic("ruleDNAT: several targets need ruleDNATRange")
-}
-
-// ruleDNATRange: `dnat ip to ID . numgen random mod N offset BASE map @endpoints`; the
-// Service's elements BASE..BASE+N-1 under ID hold targets.
-func ruleDNATRange(f family, targets []netip.AddrPort, id, base uint32, endpoints *nftables.Set) rule {
-	n := uint32(len(targets))
+// ruleDNAT: `dnat ip to ADDR:PORT`, the last rule of an affinity Service's endpoint chain.
+func ruleDNAT(f family, t netip.AddrPort) rule {
 	return rule{
-		text: fmt.Sprintf("dnat %s to %#x . numgen random mod %d offset %d map @%s", f.name, id, n, base, endpoints.Name),
+		text: fmt.Sprintf("dnat %s to %s", f.name, t),
 		build: func([]*nftables.Set) []expr.Any {
 			return []expr.Any{
-				&expr.Immediate{Register: reg32a, Data: binaryutil.NativeEndian.PutUint32(id)},
-				&expr.Numgen{Register: reg32a + 1, Modulus: n, Type: unix.NFT_NG_RANDOM, Offset: base},
-				&expr.Lookup{SourceRegister: reg1, DestRegister: reg1, IsDestRegSet: true, SetName: endpoints.Name, SetID: endpoints.ID},
+				&expr.Immediate{Register: reg1, Data: t.Addr().AsSlice()},
+				&expr.Immediate{Register: reg2, Data: portBytes(t.Port())},
+				&expr.NAT{Type: expr.NATTypeDestNAT, Family: uint32(f.nfproto), RegAddrMin: reg1, RegProtoMin: reg2, Specified: true},
+			}
+		},
+		eval: func(p *packet, _ *tables) (bool, verdictKind, string) {
+			p.dnatTargets = []netip.AddrPort{t}
+			return true, vDNAT, ""
+		},
+	}
+}
+
+// frontendAddr is the address part of a NodePort's frontend key: NodePorts answer on every
+// node address, so their elements are keyed by the unspecified address instead.
+func frontendAddr(f family, nodePort bool, dst netip.Addr) netip.Addr {
+	if !nodePort {
+		return dst
+	}
+	if f.addrLen == 16 {
+		return netip.IPv6Unspecified()
+	}
+	return netip.IPv4Unspecified()
+}
+
+// ruleDNATShared is the one DNAT rule of a chain shared by every Service with n usable
+// endpoints: `dnat ip to ip daddr . meta l4proto . th dport . numgen random mod n map @MAP`.
+// The key is the frontend the packet came in by (Service address and port; for a NodePort
+// the unspecified address and the node port) and a random index, so the rule needs nothing
+// per Service: each Service's elements carry its endpoints.
+//
+// Sharing is what makes 10k Services cheap to load: a rule that looks up a map makes the
+// kernel walk every element of that map when the rule is added (nf_tables_bind_set), and
+// check every element added later against every such rule, so one DNAT rule per Service
+// made a full sync quadratic (51 s at 10k × 10). (Passing a Service number to a shared chain
+// in a register is refused since Linux 6.1x: a rule may only read registers it wrote.)
+func ruleDNATShared(f family, n uint32, nodePort bool, m *nftables.Set) rule {
+	daddr := f.name + " daddr"
+	if nodePort {
+		daddr = frontendAddr(f, true, netip.Addr{}).String()
+	}
+	return rule{
+		text: fmt.Sprintf("dnat %s to %s . meta l4proto . th dport . numgen random mod %d map @%s", f.name, daddr, n, m.Name),
+		build: func([]*nftables.Set) []expr.Any {
+			r2 := nextReg(reg32a, f.addrLen)
+			var addr expr.Any = loadDaddr(f, reg1)
+			if nodePort {
+				addr = &expr.Immediate{Register: reg1, Data: frontendAddr(f, true, netip.Addr{}).AsSlice()}
+			}
+			return []expr.Any{
+				addr, loadL4proto(r2), loadDport(r2 + 1),
+				&expr.Numgen{Register: r2 + 2, Modulus: n, Type: unix.NFT_NG_RANDOM},
+				&expr.Lookup{SourceRegister: reg1, DestRegister: reg1, IsDestRegSet: true, SetName: m.Name, SetID: m.ID},
 				&expr.NAT{Type: expr.NATTypeDestNAT, Family: uint32(f.nfproto), RegAddrMin: reg1,
 					RegProtoMin: nextReg(reg32a, f.addrLen), Specified: true},
 			}
 		},
-		eval: func(p *packet, _ *tables) (bool, verdictKind, string) {
-			p.dnatTargets = append([]netip.AddrPort(nil), targets...)
+		eval: func(p *packet, t *tables) (bool, verdictKind, string) {
+			tbl := t.endpoints
+			if m.Name == mapShortCircuit {
+				tbl = t.shortCircuit
+			}
+			targets := tbl[ipProtoPort{frontendAddr(f, nodePort, p.dst), p.proto, p.dport}]
+			if uint32(len(targets)) < n {
+				// A missing element: the lookup fails and the rule does not match.
+				return false, vContinue, ""
+			}
+			p.dnatTargets = append([]netip.AddrPort(nil), targets[:n]...)
 			return true, vDNAT, ""
 		},
 	}

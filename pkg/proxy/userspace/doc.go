@@ -1,0 +1,15 @@
+// Package userspace is the userspace proxy mode: a layer-4 load balancer in Go that listens on
+// every Service address and relays connections to endpoints chosen by IPVS-style schedulers
+// (pkg/proxy/schedule). It is the mode for hosts without nftables, and the place for what the
+// kernel path cannot do: retrying a dead backend, least-connection balancing, the PROXY
+// protocol.
+//
+// Data flow: the proxy runner hands Sync a pkg/proxy Snapshot; Sync opens and closes
+// listeners for the changed ServicePorts, updates their scheduling pools in place, and keeps
+// Service IPs local to the node with local routes (see localRoutes). Accepted connections and
+// UDP flows run in their own goroutines against the pool their listener had when they began,
+// so no change to any Service interrupts them, except the removal of their own endpoint when
+// the Service asks for it (svcplane.io/close-on-endpoint-removal) and, for UDP, always.
+//
+// README.md beside this file explains the design choices and their measurements.
+package userspace
