@@ -23,8 +23,8 @@ import (
 // network, asks for the pod CIDR its pod bridge already carries, and keeps its state (Pod
 // records, logs, address allocations) in the state directory, where `down` removes it.
 // netnsName makes the agent refuse to run anywhere but in its node's namespace.
-func agentArgs(stateDir string, n int, token, netnsName string) []string {
-	return []string{"agent",
+func agentArgs(stateDir string, n int, token, netnsName, proxyMode string) []string {
+	args := []string{"agent",
 		"--server", "https://" + topology.ControlPlaneAddr.String() + ":" + strconv.Itoa(topology.APIServerPort),
 		"--certificate-authority", filepath.Join(stateDir, "data", "pki", "ca.crt"),
 		"--token", token,
@@ -36,6 +36,10 @@ func agentArgs(stateDir string, n int, token, netnsName string) []string {
 		"--cluster-dns", topology.ClusterDNSAddr.String(),
 		"--data-dir", AgentDataDir(stateDir, n),
 	}
+	if proxyMode != "" {
+		args = append(args, "--proxy-mode", proxyMode)
+	}
+	return args
 }
 
 // AgentDataDir is node n's agent data directory inside a sandbox's state directory.

@@ -28,6 +28,8 @@ type UpOptions struct {
 	Nodes int
 	// Agent asks for `svcplane agent` in every node namespace; see startAgent.
 	Agent bool
+	// ProxyMode is the agents' --proxy-mode; empty keeps the agent's default (nftables).
+	ProxyMode string
 	// ReadyTimeout bounds the wait for the API server to answer /readyz.
 	ReadyTimeout time.Duration
 	// Executable is the svcplane binary started as server and forwarder; empty means this one.
@@ -240,7 +242,7 @@ func (u *upRun) startAgents() error {
 	}
 	for n := 1; n <= u.opts.Nodes; n++ {
 		member := topology.NodeMember(n)
-		cmd := topology.Command(context.Background(), u.topo.Namespace(member), u.exe, agentArgs(u.dir, n, u.agentTokens[n-1], u.topo.Namespace(member))...)
+		cmd := topology.Command(context.Background(), u.topo.Namespace(member), u.exe, agentArgs(u.dir, n, u.agentTokens[n-1], u.topo.Namespace(member), u.opts.ProxyMode)...)
 		p, err := u.start("agent", member, cmd, u.topo.LockFile())
 		if err != nil {
 			return err

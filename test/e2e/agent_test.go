@@ -15,6 +15,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -39,14 +40,23 @@ type agentCluster struct {
 }
 
 // upWithAgents brings up a sandbox with agents and takes it down when t ends.
+var sandboxes atomic.Int32
+
 func upWithAgents(t *testing.T, nodes int) *agentCluster {
+	t.Helper()
+	return upWithAgentsAndProxy(t, nodes, "")
+}
+
+// upWithAgentsAndProxy is upWithAgents with the agents' --proxy-mode ("" is their default).
+func upWithAgentsAndProxy(t *testing.T, nodes int, proxyMode string) *agentCluster {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("runs a sandbox with node agents; skipped with -short")
 	}
 	netns.Require(t)
 	bin := testserver.Binary(t)
-	name := fmt.Sprintf("agt%d", os.Getpid())
+	// One sandbox per call: a name is locked until its creator exits.
+	name := fmt.Sprintf("agt%d-%d", os.Getpid(), sandboxes.Add(1))
 	t.Cleanup(func() {
 		if t.Failed() {
 			for n := 1; n <= nodes; n++ {
@@ -58,7 +68,7 @@ func upWithAgents(t *testing.T, nodes int) *agentCluster {
 			t.Errorf("sandbox down: %v", err)
 		}
 	})
-	st, err := sandbox.Up(context.Background(), sandbox.UpOptions{Name: name, Nodes: nodes, Agent: true, Executable: bin})
+	st, err := sandbox.Up(context.Background(), sandbox.UpOptions{Name: name, Nodes: nodes, Agent: true, ProxyMode: proxyMode, Executable: bin})
 	if err != nil {
 		t.Fatal(err)
 	}

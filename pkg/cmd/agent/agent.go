@@ -53,6 +53,10 @@ type Options struct {
 	// ProxyMode is the Service proxy run in this process (nftables, userspace or none);
 	// ClusterCIDR is the Pods' range, whose traffic to Services is not masqueraded.
 	ProxyMode, ClusterCIDR string
+	// ServiceCIDRs are the ClusterIP ranges (the userspace mode routes them locally);
+	// Scheduler is that mode's default scheduler.
+	ServiceCIDRs []string
+	Scheduler    string
 
 	nodeIP netip.Addr
 }
@@ -60,7 +64,8 @@ type Options struct {
 // NewCommand returns `svcplane agent`.
 func NewCommand() *cobra.Command {
 	o := &Options{PodBridge: "cbr0", DataDir: "/var/lib/svcplane-agent", ClusterDNS: "10.96.0.10",
-		ClusterDomain: "cluster.local", HeartbeatInterval: 10 * time.Second, ProxyMode: "nftables", ClusterCIDR: "10.244.0.0/16"}
+		ClusterDomain: "cluster.local", HeartbeatInterval: 10 * time.Second, ProxyMode: "nftables", ClusterCIDR: "10.244.0.0/16",
+		ServiceCIDRs: []string{"10.96.0.0/12"}}
 	cmd := &cobra.Command{
 		Use:   "agent",
 		Short: "Run the node agent: register the Node and run its Pods as processes in network namespaces",

@@ -33,6 +33,7 @@ type Options struct {
 	HealthzAddress     string
 	MinSyncPeriod      time.Duration
 	SyncPeriod         time.Duration
+	Scheduler          string
 	// Netns, when set, names the network namespace (/run/netns/NAME) the proxy must be
 	// running in: a proxy started in the wrong namespace would program the host's firewall.
 	Netns string
@@ -77,6 +78,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.HealthzAddress, "healthz-bind-address", o.HealthzAddress, "Address serving /healthz and /metrics; empty disables.")
 	fs.DurationVar(&o.MinSyncPeriod, "min-sync-period", o.MinSyncPeriod, "Shortest time between syncs: changes arriving meanwhile are merged.")
 	fs.DurationVar(&o.SyncPeriod, "sync-period", o.SyncPeriod, "Period of the full resync that repairs rules changed behind the proxy's back.")
+	fs.StringVar(&o.Scheduler, "scheduler", o.Scheduler, "Userspace mode: default scheduler (rr, wrr, lc, wlc, sed, nq, dh, sh, random); Services override it with the svcplane.io/scheduler annotation.")
 	fs.StringVar(&o.Netns, "netns", o.Netns, "Refuse to run unless this process is inside the named network namespace (/run/netns/NAME).")
 }
 
@@ -91,7 +93,7 @@ func (o *Options) Complete() error {
 	}
 	var errs []error
 	o.cfg = app.Config{NodeName: o.NodeName, Mode: o.Mode, HealthzAddress: o.HealthzAddress,
-		MinSyncPeriod: o.MinSyncPeriod, SyncPeriod: o.SyncPeriod}
+		MinSyncPeriod: o.MinSyncPeriod, SyncPeriod: o.SyncPeriod, Scheduler: o.Scheduler}
 	if o.ClusterCIDR != "" {
 		p, err := netip.ParsePrefix(o.ClusterCIDR)
 		if err != nil {

@@ -35,10 +35,11 @@ nothing in the host's own network configuration is changed. Needs root.`,
 
 // UpOptions are the flags of `svcplane sandbox up`.
 type UpOptions struct {
-	Name    string
-	Nodes   int
-	Agent   bool
-	Timeout time.Duration
+	Name      string
+	Nodes     int
+	Agent     bool
+	ProxyMode string
+	Timeout   time.Duration
 }
 
 // Complete fills defaults.
@@ -60,6 +61,9 @@ func (o *UpOptions) Validate() error {
 	if o.Timeout <= 0 {
 		errs = append(errs, fmt.Errorf("--timeout %v: must be positive", o.Timeout))
 	}
+	if o.ProxyMode != "" && o.ProxyMode != "nftables" && o.ProxyMode != "userspace" && o.ProxyMode != "none" {
+		errs = append(errs, fmt.Errorf("--proxy-mode %q: use nftables, userspace or none", o.ProxyMode))
+	}
 	return errors.Join(errs...)
 }
 
@@ -70,6 +74,7 @@ func (o *UpOptions) Run(ctx context.Context, cmd *cobra.Command) error {
 		Name:         o.Name,
 		Nodes:        o.Nodes,
 		Agent:        o.Agent,
+		ProxyMode:    o.ProxyMode,
 		ReadyTimeout: o.Timeout,
 		Progress:     cmd.OutOrStdout(),
 	})
@@ -99,6 +104,7 @@ func newUpCommand() *cobra.Command {
 	cmd.Flags().StringVar(&o.Name, "name", sandbox.DefaultName, "sandbox name; namespaces are svp-NAME-*")
 	cmd.Flags().IntVar(&o.Nodes, "nodes", o.Nodes, "number of node namespaces (node1…nodeN)")
 	cmd.Flags().BoolVar(&o.Agent, "agent", false, "start svcplane agent in every node, so Pods run (nodes are bare namespaces without it)")
+	cmd.Flags().StringVar(&o.ProxyMode, "proxy-mode", "nftables", "Service proxy of every node's agent: nftables, userspace or none")
 	cmd.Flags().DurationVar(&o.Timeout, "timeout", o.Timeout, "how long to wait for the API server to become ready")
 	return cmd
 }

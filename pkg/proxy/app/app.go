@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/netip"
 	"slices"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -23,6 +24,7 @@ import (
 	"github.com/svcplane/svcplane/pkg/proxy/config"
 	"github.com/svcplane/svcplane/pkg/proxy/nftables"
 	"github.com/svcplane/svcplane/pkg/proxy/runner"
+	"github.com/svcplane/svcplane/pkg/proxy/schedule"
 	"github.com/svcplane/svcplane/pkg/proxy/userspace"
 )
 
@@ -51,6 +53,9 @@ type Config struct {
 	HealthzAddress string
 	// MinSyncPeriod merges bursts of changes; SyncPeriod is the periodic full resync.
 	MinSyncPeriod, SyncPeriod time.Duration
+	// Scheduler is the userspace mode's default scheduler (rr when empty); Services choose
+	// their own with the svcplane.io/scheduler annotation.
+	Scheduler string
 }
 
 // Validate checks the configuration.
@@ -63,6 +68,9 @@ func (c *Config) Validate() error {
 	}
 	if c.NodeName == "" {
 		errs = append(errs, errors.New("a node name is required"))
+	}
+	if c.Scheduler != "" && !slices.Contains(schedule.Names(), c.Scheduler) {
+		errs = append(errs, fmt.Errorf("--scheduler %q: use one of %s", c.Scheduler, strings.Join(schedule.Names(), ", ")))
 	}
 	if c.MinSyncPeriod < 0 || c.SyncPeriod <= 0 {
 		errs = append(errs, errors.New("sync periods must be positive"))
@@ -94,7 +102,7 @@ func Run(ctx context.Context, c Config) error {
 		}
 		backend = p
 	case ModeUserspace:
-		p, err := userspace.New(userspace.Options{NodeIPs: nodeAddrs, ServiceCIDRs: c.ServiceCIDRs, ManageLocalRoutes: true})
+		p, err := userspace.New(userspace.Options{NodeIPs: nodeAddrs, ServiceCIDRs: c.ServiceCIDRs, ManageLocalRoutes: true, Scheduler: c.Scheduler})
 		if err != nil {
 			return fmt.Errorf("starting the userspace proxy: %w", err)
 		}
