@@ -16,6 +16,7 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
@@ -27,17 +28,22 @@ func main() {
 	services := flag.Int("services", 10000, "Services to create (each with one EndpointSlice)")
 	writers := flag.Int("writers", 32, "concurrent client-go writers, each with its own client")
 	namespace := flag.String("namespace", "bench", "namespace to create them in (created if missing)")
+	protobuf := flag.Bool("protobuf", false, "send and accept protobuf, as controllers do, instead of client-go's default JSON, as kubectl does")
 	flag.Parse()
-	if err := run(*kubeconfig, *services, *writers, *namespace); err != nil {
+	if err := run(*kubeconfig, *services, *writers, *namespace, *protobuf); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
 }
 
-func run(kubeconfig string, total, writers int, ns string) error {
+func run(kubeconfig string, total, writers int, ns string, protobuf bool) error {
 	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
 	if err != nil {
 		return err
+	}
+	if protobuf {
+		cfg.ContentType = runtime.ContentTypeProtobuf
+		cfg.AcceptContentTypes = runtime.ContentTypeProtobuf + "," + runtime.ContentTypeJSON
 	}
 	// No client-side throttling: the server's rate is what is measured.
 	cfg.QPS, cfg.Burst = -1, 0

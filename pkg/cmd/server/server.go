@@ -58,6 +58,9 @@ func (o *Options) Run(ctx context.Context) error {
 	start := time.Now()
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
+	if err := applyMemoryDefaults(); err != nil {
+		return err
+	}
 
 	endpoint := ""
 	if len(o.Etcd.StorageConfig.Transport.ServerList) == 0 {

@@ -97,6 +97,16 @@ func containsSlash(s string) bool { return slices.Contains([]byte(s), '/') }
 
 func (gc *collector) watch(gvr schema.GroupVersionResource) error {
 	informer := gc.factory.ForResource(gvr).Informer()
+	// The collector reads owner references, finalizers and deletion state only; managedFields
+	// were the largest part of its cache of every object in the cluster.
+	if err := informer.SetTransform(func(obj any) (any, error) {
+		if m, ok := obj.(*metav1.PartialObjectMetadata); ok {
+			m.ManagedFields = nil
+		}
+		return obj, nil
+	}); err != nil {
+		return err
+	}
 	_, err := informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(obj any) { gc.observe(gvr, obj) },
 		UpdateFunc: func(_, obj any) { gc.observe(gvr, obj) },
