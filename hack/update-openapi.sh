@@ -29,6 +29,7 @@ REPORT_FILE="hack/openapi-api-rule-violations.list"
 # A referenced package missing here leaves a dangling Ref(...) in the output;
 # pkg/generated/openapi's TestAllReferencesResolve catches that.
 INPUT_PKGS=(
+  "${MODULE}/pkg/apis/svcplane/v1"
   k8s.io/api/core/v1
   k8s.io/api/apps/v1
   k8s.io/api/discovery/v1
@@ -39,6 +40,19 @@ INPUT_PKGS=(
   k8s.io/apimachinery/pkg/api/resource
   k8s.io/apimachinery/pkg/version
 )
+
+# Our own API packages get a zz_generated.model_name.go (OpenAPIModelName methods, from their
+# +k8s:openapi-model-package tag) so their definitions are named like upstream's
+# (io.svcplane.v1.LoadBalancerIPPool), not after the Go import path. Everything
+# else is read-only: k8s.io/* ship their own model-name files.
+MODEL_NAME_FILE="zz_generated.model_name.go"
+READONLY_PKGS=()
+for pkg in "${INPUT_PKGS[@]}"; do
+  case "${pkg}" in
+    "${MODULE}"/*) ;;
+    *) READONLY_PKGS+=(--readonly-pkg "${pkg}") ;;
+  esac
+done
 
 # Keep the run independent of the caller's environment.
 export GO111MODULE=on
@@ -62,6 +76,8 @@ rm -f "${OUTPUT_DIR}/${OUTPUT_FILE}"
   --output-file "${OUTPUT_FILE}" \
   --go-header-file "${BOILERPLATE}" \
   --report-filename "${REPORT_FILE}" \
+  --output-model-name-file "${MODEL_NAME_FILE}" \
+  "${READONLY_PKGS[@]}" \
   "${INPUT_PKGS[@]}"
 
 gofmt -l -w "${OUTPUT_DIR}/${OUTPUT_FILE}" >/dev/null

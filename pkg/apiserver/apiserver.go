@@ -120,7 +120,8 @@ func (c CompletedConfig) New() (*genericapiserver.GenericAPIServer, error) {
 	return s, nil
 }
 
-// installAPIs installs the core group at /api and the named groups at /apis.
+// installAPIs installs the core group at /api and the named groups (apps, discovery.k8s.io,
+// svcplane.io) at /apis.
 func installAPIs(s *genericapiserver.GenericAPIServer, opts generic.RESTOptionsGetter, services *ServiceConfig) error {
 	var allocators *allocator.Set
 	if services != nil {
@@ -164,7 +165,11 @@ func installAPIs(s *genericapiserver.GenericAPIServer, opts generic.RESTOptionsG
 	if err != nil {
 		return err
 	}
-	if err := s.InstallAPIGroups(apps, discovery); err != nil {
+	svcplane, err := svcplaneGroup(opts)
+	if err != nil {
+		return err
+	}
+	if err := s.InstallAPIGroups(apps, discovery, svcplane); err != nil {
 		return fmt.Errorf("installing the API groups: %w", err)
 	}
 	return nil

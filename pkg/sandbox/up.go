@@ -183,6 +183,8 @@ func (u *upRun) run(ctx context.Context) (*State, error) {
 		// The serving certificate covers loopback already; naming it keeps the forwarder's
 		// address valid whatever the server's defaults become.
 		"--tls-san", "127.0.0.1",
+		// LoadBalancer Services get their addresses from the pool the topology routes to ext.
+		"--lb-pool", topology.LoadBalancerPool.String(),
 	)
 	p, err := u.start("server", topology.MemberControlPlane, server, u.topo.LockFile())
 	if err != nil {

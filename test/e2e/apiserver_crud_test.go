@@ -102,6 +102,12 @@ spec:
   template:
     metadata: {labels: {app: crud-rs}}
     spec: {containers: [{name: web, image: busybox}]}`},
+		{gvr: schema.GroupVersionResource{Group: "svcplane.io", Version: "v1", Resource: "loadbalancerippools"}, controlled: true, status: `{"assigned":0,"available":14}`, manifest: `
+apiVersion: svcplane.io/v1
+kind: LoadBalancerIPPool
+metadata: {name: crud-pool}
+spec:
+  addresses: [10.252.0.0/28]`},
 	}
 }
 

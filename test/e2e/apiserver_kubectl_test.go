@@ -273,7 +273,8 @@ func TestDiscoveryAndOpenAPI(t *testing.T) {
 	for _, want := range []string{"services svc v1 true Service", "endpoints ep v1 true Endpoints",
 		"pods po v1 true Pod", "nodes no v1 false Node", "namespaces ns v1 false Namespace",
 		"events ev v1 true Event", "endpointslices discovery.k8s.io/v1 true EndpointSlice",
-		"deployments deploy apps/v1 true Deployment", "replicasets rs apps/v1 true ReplicaSet"} {
+		"deployments deploy apps/v1 true Deployment", "replicasets rs apps/v1 true ReplicaSet",
+		"loadbalancerippools lbpool svcplane.io/v1 false LoadBalancerIPPool"} {
 		found := false
 		for _, line := range strings.Split(out, "\n") {
 			if strings.Join(strings.Fields(line), " ") == want {
@@ -295,6 +296,7 @@ func TestDiscoveryAndOpenAPI(t *testing.T) {
 		"/openapi/v3/api/v1":                   {`"io.k8s.api.core.v1.ServiceSpec"`},
 		"/openapi/v3/apis/apps/v1":             {`"io.k8s.api.apps.v1.Deployment"`},
 		"/openapi/v3/apis/discovery.k8s.io/v1": {`"io.k8s.api.discovery.v1.EndpointSlice"`},
+		"/openapi/v3/apis/svcplane.io/v1":      {`"io.svcplane.v1.LoadBalancerIPPool"`, `"x-kubernetes-group-version-kind"`},
 		"/metrics":                             {"apiserver_request_total"},
 	} {
 		body, err := raw.Get().AbsPath(path).DoRaw(ctx)

@@ -14,6 +14,8 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+
+	svcplanev1 "github.com/svcplane/svcplane/pkg/apis/svcplane/v1"
 )
 
 var (
@@ -35,6 +37,7 @@ var ServedKinds = map[schema.GroupVersion][]string{
 	discoveryv1.SchemeGroupVersion:   {"EndpointSlice", "EndpointSliceList"},
 	appsv1.SchemeGroupVersion:        {"Deployment", "DeploymentList", "ReplicaSet", "ReplicaSetList"},
 	autoscalingv1.SchemeGroupVersion: {"Scale"},
+	svcplanev1.SchemeGroupVersion:    {"LoadBalancerIPPool", "LoadBalancerIPPoolList"},
 }
 
 func init() {
@@ -63,13 +66,14 @@ func init() {
 func AddExternalTypes(s *runtime.Scheme) error {
 	for _, add := range []func(*runtime.Scheme) error{
 		corev1.AddToScheme, appsv1.AddToScheme, discoveryv1.AddToScheme, autoscalingv1.AddToScheme,
+		svcplanev1.AddToScheme,
 	} {
 		if err := add(s); err != nil {
 			return err
 		}
 	}
 	for _, gv := range []schema.GroupVersion{corev1.SchemeGroupVersion, appsv1.SchemeGroupVersion,
-		discoveryv1.SchemeGroupVersion, autoscalingv1.SchemeGroupVersion} {
+		discoveryv1.SchemeGroupVersion, autoscalingv1.SchemeGroupVersion, svcplanev1.SchemeGroupVersion} {
 		if err := s.SetVersionPriority(gv); err != nil {
 			return err
 		}

@@ -36,6 +36,7 @@ import (
 	"github.com/svcplane/svcplane/pkg/apiserver"
 	"github.com/svcplane/svcplane/pkg/auth"
 	"github.com/svcplane/svcplane/pkg/controller/endpointslice"
+	"github.com/svcplane/svcplane/pkg/controller/loadbalancer"
 	"github.com/svcplane/svcplane/pkg/controller/nodeipam"
 	"github.com/svcplane/svcplane/pkg/generated/openapi"
 	"github.com/svcplane/svcplane/pkg/pki"
@@ -54,6 +55,8 @@ type Options struct {
 	Etcd                  *genericoptions.EtcdOptions
 	EndpointSlice         endpointslice.Options
 	DNS                   *embeddedDNS
+	// LBPools are the addresses of the LoadBalancerIPPool named "default".
+	LBPools []string
 
 	// Filled by Complete.
 	advertiseIP   netip.Addr
@@ -94,6 +97,8 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	o.Etcd.AddFlags(fs)
 	o.EndpointSlice.AddFlags(fs)
 	o.DNS.addFlags(fs)
+	fs.StringArrayVar(&o.LBPools, "lb-pool", o.LBPools,
+		"CIDR or first-last range of LoadBalancer Service addresses (repeatable); kept as the LoadBalancerIPPool named \"default\". Unset leaves that pool alone.")
 	fs.StringVar(&nodeipam.ClusterCIDR, "cluster-cidr", nodeipam.ClusterCIDR, "CIDR Pod addresses come from; every Node without a pod CIDR gets the next free /24 of it.")
 	// The embedded etcd is the default; these flags only matter with --etcd-servers.
 	fs.Lookup("etcd-servers").Usage = "Use these etcd servers (scheme://ip:port, comma separated) instead of the embedded etcd."
@@ -210,6 +215,9 @@ func (o *Options) Validate() error {
 		errs = append(errs, err)
 	}
 	if err := o.EndpointSlice.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := loadbalancer.ValidatePoolFlag(o.LBPools); err != nil {
 		errs = append(errs, err)
 	}
 	errs = append(errs, o.SecureServing.Validate()...)

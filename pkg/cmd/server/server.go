@@ -17,6 +17,7 @@ import (
 	"github.com/svcplane/svcplane/pkg/controller/endpointslice"
 	"github.com/svcplane/svcplane/pkg/controller/endpointslicemirroring"
 	"github.com/svcplane/svcplane/pkg/controller/garbagecollector"
+	"github.com/svcplane/svcplane/pkg/controller/loadbalancer"
 	"github.com/svcplane/svcplane/pkg/controller/namespace"
 	"github.com/svcplane/svcplane/pkg/controller/nodeipam"
 	"github.com/svcplane/svcplane/pkg/controller/replicaset"
@@ -115,5 +116,6 @@ func (o *Options) controllers() []controller.Registration {
 		{Name: "endpointslice-mirroring", New: endpointslicemirroring.New},
 		{Name: "node-ipam", New: nodeipam.New},
 		{Name: "scheduler", New: scheduler.New},
+		{Name: "loadbalancer", New: loadbalancer.New(loadbalancer.Options{DefaultPool: o.LBPools, Identity: o.advertiseIP.String()})},
 	}
 }

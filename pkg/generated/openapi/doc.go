@@ -1,5 +1,6 @@
 // Package openapi holds the generated OpenAPI definitions of every API type
-// svcplane serves (core/v1, apps/v1, discovery/v1, autoscaling/v1 Scale) and of
+// svcplane serves (core/v1, apps/v1, discovery/v1, autoscaling/v1 Scale, and
+// our own svcplane.io/v1 from pkg/apis/svcplane/v1) and of
 // the apimachinery types they reference (meta/v1, runtime, intstr, resource,
 // version).
 //

@@ -11,6 +11,8 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/kube-openapi/pkg/common"
 	"k8s.io/kube-openapi/pkg/validation/spec"
+
+	svcplanev1 "github.com/svcplane/svcplane/pkg/apis/svcplane/v1"
 )
 
 // definitions returns the generated definitions and every name passed to the
@@ -60,6 +62,8 @@ func TestServedTypesPresent(t *testing.T) {
 		{appsv1.Deployment{}.OpenAPIModelName, "io.k8s.api.apps.v1.Deployment"},
 		{discoveryv1.EndpointSlice{}.OpenAPIModelName, "io.k8s.api.discovery.v1.EndpointSlice"},
 		{autoscalingv1.Scale{}.OpenAPIModelName, "io.k8s.api.autoscaling.v1.Scale"},
+		{svcplanev1.LoadBalancerIPPool{}.OpenAPIModelName, "io.svcplane.v1.LoadBalancerIPPool"},
+		{svcplanev1.LoadBalancerIPPoolList{}.OpenAPIModelName, "io.svcplane.v1.LoadBalancerIPPoolList"},
 	} {
 		// The key is the type's OpenAPI model name, which is what the API
 		// server's namer and runtime.Scheme.ToOpenAPIDefinitionName use.

@@ -15,6 +15,8 @@ import (
 	"k8s.io/kube-openapi/pkg/builder"
 	"k8s.io/kube-openapi/pkg/builder3"
 	"k8s.io/kube-openapi/pkg/common"
+
+	svcplanev1 "github.com/svcplane/svcplane/pkg/apis/svcplane/v1"
 )
 
 var rootModels = []string{
@@ -22,6 +24,7 @@ var rootModels = []string{
 	appsv1.Deployment{}.OpenAPIModelName(),
 	discoveryv1.EndpointSlice{}.OpenAPIModelName(),
 	autoscalingv1.Scale{}.OpenAPIModelName(),
+	svcplanev1.LoadBalancerIPPool{}.OpenAPIModelName(),
 }
 
 func testNamer(t *testing.T) *openapinamer.DefinitionNamer {
@@ -29,6 +32,7 @@ func testNamer(t *testing.T) *openapinamer.DefinitionNamer {
 	s := runtime.NewScheme()
 	for _, add := range []func(*runtime.Scheme) error{
 		corev1.AddToScheme, appsv1.AddToScheme, discoveryv1.AddToScheme, autoscalingv1.AddToScheme,
+		svcplanev1.AddToScheme,
 	} {
 		if err := add(s); err != nil {
 			t.Fatal(err)
@@ -95,6 +99,8 @@ func TestServerSideApplyTypeConverter(t *testing.T) {
 		&appsv1.Deployment{TypeMeta: metav1.TypeMeta{APIVersion: "apps/v1", Kind: "Deployment"}},
 		&discoveryv1.EndpointSlice{TypeMeta: metav1.TypeMeta{APIVersion: "discovery.k8s.io/v1", Kind: "EndpointSlice"}, AddressType: discoveryv1.AddressTypeIPv4},
 		&autoscalingv1.Scale{TypeMeta: metav1.TypeMeta{APIVersion: "autoscaling/v1", Kind: "Scale"}},
+		&svcplanev1.LoadBalancerIPPool{TypeMeta: metav1.TypeMeta{APIVersion: "svcplane.io/v1", Kind: "LoadBalancerIPPool"},
+			Spec: svcplanev1.LoadBalancerIPPoolSpec{Addresses: []string{"10.251.0.0/24"}}},
 	} {
 		if _, err := tc.ObjectToTyped(obj); err != nil {
 			t.Errorf("%s: %v", obj.GetObjectKind().GroupVersionKind(), err)
