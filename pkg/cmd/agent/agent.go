@@ -6,7 +6,6 @@ package agent
 import (
 	"context"
 	"errors"
-	goflag "flag"
 	"fmt"
 	"net"
 	"net/netip"
@@ -29,6 +28,7 @@ import (
 	"github.com/svcplane/svcplane/pkg/agent/netns"
 	"github.com/svcplane/svcplane/pkg/agent/pods"
 	"github.com/svcplane/svcplane/pkg/agent/runtime"
+	"github.com/svcplane/svcplane/pkg/cmd/cmdutil"
 )
 
 // Options are the agent's flags.
@@ -81,9 +81,7 @@ func NewCommand() *cobra.Command {
 		},
 	}
 	o.AddFlags(cmd.Flags())
-	klogFlags := goflag.NewFlagSet("klog", goflag.ContinueOnError)
-	klog.InitFlags(klogFlags)
-	cmd.Flags().AddGoFlag(klogFlags.Lookup("v"))
+	cmdutil.AddLogFlags(cmd)
 	cmd.AddCommand(&cobra.Command{
 		Use:                "pod-init",
 		Hidden:             true,

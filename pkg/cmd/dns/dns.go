@@ -7,7 +7,6 @@ import (
 	"bufio"
 	"context"
 	"errors"
-	goflag "flag"
 	"fmt"
 	"net"
 	"net/netip"
@@ -24,6 +23,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
 
+	"github.com/svcplane/svcplane/pkg/cmd/cmdutil"
 	"github.com/svcplane/svcplane/pkg/dns/cache"
 	"github.com/svcplane/svcplane/pkg/dns/resolver"
 	"github.com/svcplane/svcplane/pkg/dns/server"
@@ -269,9 +269,7 @@ read through --kubeconfig, and forwards all other names to --upstream.
 		},
 	}
 	o.AddFlags(cmd.Flags())
-	klogFlags := goflag.NewFlagSet("klog", goflag.ContinueOnError)
-	klog.InitFlags(klogFlags)
-	cmd.Flags().AddGoFlag(klogFlags.Lookup("v"))
+	cmdutil.AddLogFlags(cmd)
 	return cmd
 }
 

@@ -4,7 +4,6 @@ package proxy
 
 import (
 	"errors"
-	goflag "flag"
 	"fmt"
 	"net/netip"
 	"os"
@@ -17,8 +16,8 @@ import (
 	"github.com/spf13/pflag"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
-	"k8s.io/klog/v2"
 
+	"github.com/svcplane/svcplane/pkg/cmd/cmdutil"
 	"github.com/svcplane/svcplane/pkg/proxy/app"
 )
 
@@ -60,9 +59,7 @@ func NewCommand() *cobra.Command {
 		},
 	}
 	o.AddFlags(cmd.Flags())
-	klogFlags := goflag.NewFlagSet("klog", goflag.ContinueOnError)
-	klog.InitFlags(klogFlags)
-	cmd.Flags().AddGoFlag(klogFlags.Lookup("v"))
+	cmdutil.AddLogFlags(cmd)
 	return cmd
 }
 

@@ -3,7 +3,6 @@ package server
 import (
 	"context"
 	"errors"
-	goflag "flag"
 	"fmt"
 	"time"
 
@@ -11,6 +10,7 @@ import (
 	genericapiserver "k8s.io/apiserver/pkg/server"
 	"k8s.io/klog/v2"
 
+	"github.com/svcplane/svcplane/pkg/cmd/cmdutil"
 	"github.com/svcplane/svcplane/pkg/controller"
 	"github.com/svcplane/svcplane/pkg/controller/deployment"
 	"github.com/svcplane/svcplane/pkg/controller/endpoints"
@@ -47,10 +47,7 @@ an embedded etcd, a CA and serving certificate, an admin token and admin.kubecon
 		},
 	}
 	o.AddFlags(cmd.Flags())
-	klogFlags := goflag.NewFlagSet("klog", goflag.ContinueOnError)
-	klog.InitFlags(klogFlags)
-	cmd.Flags().AddGoFlag(klogFlags.Lookup("v"))
-	cmd.Flags().AddGoFlag(klogFlags.Lookup("vmodule"))
+	cmdutil.AddLogFlags(cmd)
 	return cmd
 }
 
