@@ -475,7 +475,8 @@ func TestLoadBalancerTwoServersNeverShareAnAddress(t *testing.T) {
 // TestLoadBalancerReachableFromOutside: in the sandbox (which passes --lb-pool 10.251.0.0/24),
 // the outside client reaches a LoadBalancer Service at its assigned address. Announcement
 // (ARP/NDP) is not there yet: ext reaches the pool through the topology's static route via
-// node1, whose proxy accepts the address. Logs the time from create to the first answer.
+// node1, whose proxy accepts the address. Logs the time from create to the first answer. Then
+// loadBalancerSourceRanges let ext in, shut it out (its NodePort still open), and let it in again.
 func TestLoadBalancerReachableFromOutside(t *testing.T) {
 	c := upWithAgents(t, 2)
 	ctx := context.Background()
@@ -519,6 +520,43 @@ func TestLoadBalancerReachableFromOutside(t *testing.T) {
 	}
 	slices.Sort(latencies)
 	t.Logf("create → first answer from ext: median %v, all %v", latencies[len(latencies)/2].Round(time.Millisecond), latencies)
+
+	// loadBalancerSourceRanges: ext (10.250.0.200) is let in by a range naming it and shut
+	// out by one that does not; the NodePort stays open to it, as upstream.
+	setRanges := func(ranges ...string) *corev1.Service {
+		t.Helper()
+		svc, err := c.client.CoreV1().Services("default").Get(ctx, "lb0", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		svc.Spec.LoadBalancerSourceRanges = ranges
+		if svc, err = c.client.CoreV1().Services("default").Update(ctx, svc, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		return svc
+	}
+	// reachable polls until ext's answers match want, then checks they keep matching.
+	reachable := func(what, addr string, want bool) {
+		t.Helper()
+		ok := func() bool { return strings.HasPrefix(hostnameFromOutsideAt(c, addr), "web-") == want }
+		deadline := time.Now().Add(10 * time.Second)
+		for !ok() && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+		}
+		for range 5 {
+			if !ok() {
+				t.Fatalf("%s: ext reaching %s: want reachable=%v", what, addr, want)
+			}
+		}
+	}
+	setRanges(topology.ExternalAddr.String() + "/32")
+	reachable("allowed range", "10.251.0.1:80", true)
+	svc := setRanges("10.250.0.201/32")
+	reachable("denied range", "10.251.0.1:80", false)
+	nodePort := fmt.Sprintf("%s:%d", topology.NodeAddr(1), svc.Spec.Ports[0].NodePort)
+	reachable("denied range, NodePort", nodePort, true)
+	setRanges()
+	reachable("ranges removed", "10.251.0.1:80", true)
 }
 
 // hostnameFromOutside asks the test server behind ip:80 for its name from ext; "" when it does
@@ -526,15 +564,20 @@ func TestLoadBalancerReachableFromOutside(t *testing.T) {
 // is dropped and would only be retransmitted after a second, which would measure TCP's
 // back-off rather than how soon the address works.
 func hostnameFromOutside(c *agentCluster, ip string) string {
+	return hostnameFromOutsideAt(c, net.JoinHostPort(ip, "80"))
+}
+
+// hostnameFromOutsideAt is hostnameFromOutside for any address and port.
+func hostnameFromOutsideAt(c *agentCluster, addr string) string {
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
-	conn, err := topology.Dial(ctx, topology.NamespaceName(c.name, topology.MemberExternal), "tcp", net.JoinHostPort(ip, "80"))
+	conn, err := topology.Dial(ctx, topology.NamespaceName(c.name, topology.MemberExternal), "tcp", addr)
 	if err != nil {
 		return ""
 	}
 	defer conn.Close()
 	_ = conn.SetDeadline(time.Now().Add(time.Second))
-	if _, err := fmt.Fprintf(conn, "GET /hostname HTTP/1.0\r\nHost: %s\r\n\r\n", ip); err != nil {
+	if _, err := fmt.Fprintf(conn, "GET /hostname HTTP/1.0\r\nHost: %s\r\n\r\n", addr); err != nil {
 		return ""
 	}
 	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)

@@ -419,6 +419,7 @@ func (p *Proxier) plan(sp *proxy.ServicePort, eps []*proxy.Endpoint) *servicePla
 			pl.noEndpointIP[fe] = noEP
 		}
 	}
+	p.planFirewall(pl, sp, h, proto, len(external) > 0, noEP)
 	if sp.NodePort != 0 {
 		key := protoPort{proto, uint16(sp.NodePort)}
 		fe := ipProtoPort{frontendAddr(f, true, netip.Addr{}), proto, uint16(sp.NodePort)}
@@ -429,6 +430,52 @@ func (p *Proxier) plan(sp *proxy.ServicePort, eps []*proxy.Endpoint) *servicePla
 		}
 	}
 	return pl
+}
+
+// planFirewall enforces loadBalancerSourceRanges on the LoadBalancer IPs of a port that has
+// ranges. As upstream's nftables mode, only LoadBalancer IPs are filtered: external IPs and
+// NodePorts are not ("nodeports are not subject to loadBalancerSourceRanges, and we can't
+// change that", pkg/proxy/nftables/proxier.go), and neither is the ClusterIP.
+//
+// The port gets one chain, fw-<hash>: one `ip saddr PREFIX` rule per range, then drop. Its LB
+// frontends point at it from the filter-stage vmap @no-endpoint-services, which every packet
+// already looks up before NAT; a map of its own (upstream's @firewall-ips) would cost every
+// packet of every Service one more lookup, while this way Services without ranges pay nothing
+// and have nothing in the kernel. A range list is a handful of CIDRs, so prefix rules (no
+// lookup, nothing the kernel walks when they are added) beat a set per Service.
+func (p *Proxier) planFirewall(pl *servicePlan, sp *proxy.ServicePort, h string, proto uint8, hasEndpoints bool, noEP string) {
+	if len(sp.LoadBalancerSourceRanges) == 0 || len(sp.LoadBalancerIPs) == 0 {
+		return
+	}
+	// An allowed packet goes on to NAT (return to the hook) or, with no endpoints, to the
+	// reject it would have had; when it would be dropped anyway the ranges change nothing.
+	kind, target := vReturn, ""
+	if !hasEndpoints {
+		if noEP == "drop" {
+			return
+		}
+		kind, target = parseVerdict(noEP)
+	}
+	name := "fw-" + h
+	var rules []rule
+	allowFromNode := false
+	for _, r := range sp.LoadBalancerSourceRanges {
+		rules = append(rules, ruleSaddrPrefix(p.family, r, false, kind, target))
+		for _, a := range p.cfg.NodePortAddresses {
+			allowFromNode = allowFromNode || r.Contains(a)
+		}
+	}
+	// As upstream: when the node itself is allowed, so are the LB IPs as sources, for a
+	// node that holds the LB IP as a local address and reaches it from that address.
+	if allowFromNode {
+		for _, a := range sp.LoadBalancerIPs {
+			rules = append(rules, ruleSaddrPrefix(p.family, netip.PrefixFrom(a, a.BitLen()), false, kind, target))
+		}
+	}
+	pl.chains = append(pl.chains, &chainPlan{name: name, rules: append(rules, ruleJump(vDrop, ""))})
+	for _, a := range sp.LoadBalancerIPs {
+		pl.noEndpointIP[ipProtoPort{a, proto, uint16(sp.Port)}] = "goto " + name
+	}
 }
 
 // elemKey names one element of one named set or map; elemValue is its data.

@@ -278,8 +278,9 @@ func (p *Proxier) wantedListeners(sp *proxy.ServicePort) map[listenKey]listener 
 	for _, ip := range sp.ExternalIPs {
 		add(ip, sp.Port, true, nil)
 	}
+	lbRanges := p.lbSourceRanges(sp)
 	for _, ip := range sp.LoadBalancerIPs {
-		add(ip, sp.Port, true, sp.LoadBalancerSourceRanges)
+		add(ip, sp.Port, true, lbRanges)
 	}
 	for _, ip := range p.opts.NodeIPs {
 		if ip.Is4() == (sp.ClusterIP.Is4() || !sp.ClusterIP.IsValid()) {
@@ -287,6 +288,30 @@ func (p *Proxier) wantedListeners(sp *proxy.ServicePort) map[listenKey]listener 
 		}
 	}
 	return want
+}
+
+// lbSourceRanges are the clients a LoadBalancer IP listener admits (empty: everyone). Only
+// LoadBalancer IPs are restricted, as upstream: NodePorts and external IPs are not. When a
+// range holds a node address, the LB IPs themselves are admitted too (upstream's
+// "allowFromNode"): an LB IP is local here, and the kernel gives a connection to a local
+// address that address as its source, so the node reaching its own LB IP comes from it.
+func (p *Proxier) lbSourceRanges(sp *proxy.ServicePort) []netip.Prefix {
+	ranges := sp.LoadBalancerSourceRanges
+	if len(ranges) == 0 {
+		return nil
+	}
+	for _, r := range ranges {
+		for _, ip := range p.opts.NodeIPs {
+			if r.Contains(ip) {
+				out := slices.Clone(ranges)
+				for _, lb := range sp.LoadBalancerIPs {
+					out = append(out, netip.PrefixFrom(lb, lb.BitLen()))
+				}
+				return out
+			}
+		}
+	}
+	return ranges
 }
 
 // syncListeners opens the sockets the ServicePort needs and closes those it no longer does.

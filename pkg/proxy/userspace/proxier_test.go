@@ -14,6 +14,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"strings"
 	"sync"
 	"syscall"
@@ -775,5 +776,82 @@ func TestProxyProtocolV1DescribesWhatItCannotAsUnknown(t *testing.T) {
 		if got := string(appendProxyHeader(nil, proxyProtocolV1, false, tc.client, tc.dest)); got != tc.want {
 			t.Errorf("%s → %s: got %q, want %q", tc.client, tc.dest, got, tc.want)
 		}
+	}
+}
+
+// dialFrom connects from src to addr and returns the backend's name, "" when the proxy
+// closed the connection instead.
+func dialFrom(t *testing.T, src netip.Addr, addr netip.AddrPort) string {
+	t.Helper()
+	d := net.Dialer{Timeout: 2 * time.Second, LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(src, 0))}
+	c, err := d.Dial("tcp", addr.String())
+	if errors.Is(err, syscall.ECONNRESET) {
+		// On loopback the proxy's reset can come before connect(2) has reported success.
+		return ""
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(time.Second))
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Errorf("from %s: neither answered nor closed within 1s", src)
+		}
+		return ""
+	}
+	return strings.TrimSpace(line)
+}
+
+func TestLoadBalancerSourceRangesCloseOtherClientsAtOnce(t *testing.T) {
+	h := newHarness(t, Options{}) // the node is 127.0.0.1
+	name := serviceName("fenced", corev1.ProtocolTCP)
+	sp := clusterIP(t, corev1.ProtocolTCP)
+	lb := netip.MustParseAddr("127.0.0.4")
+	sp.LoadBalancerIPs = []netip.Addr{lb}
+	sp.LoadBalancerSourceRanges = []netip.Prefix{netip.MustParsePrefix("127.0.0.5/32")}
+	sp.ExternalIPs = []netip.Addr{netip.MustParseAddr("127.0.0.2")}
+	h.set(name, sp, tcpBackend(t, "a"))
+	lbAddr := netip.AddrPortFrom(lb, uint16(sp.Port))
+	for _, tc := range []struct {
+		src  string
+		addr netip.AddrPort
+		want string
+	}{
+		{"127.0.0.5", lbAddr, "a"},
+		{"127.0.0.6", lbAddr, ""},
+		{"127.0.0.4", lbAddr, ""}, // the node's own connection, and the node is not in a range
+		// Only LoadBalancer IPs are restricted, as upstream.
+		{"127.0.0.6", addrOf(sp), "a"},
+		{"127.0.0.6", netip.AddrPortFrom(sp.ExternalIPs[0], uint16(sp.Port)), "a"},
+	} {
+		start := time.Now()
+		if got := dialFrom(t, netip.MustParseAddr(tc.src), tc.addr); got != tc.want {
+			t.Errorf("%s → %s: got %q, want %q", tc.src, tc.addr, got, tc.want)
+		}
+		if tc.want == "" && time.Since(start) > 200*time.Millisecond {
+			t.Errorf("%s → %s: closed after %v, want at once", tc.src, tc.addr, time.Since(start))
+		}
+	}
+
+	// A range holding the node admits the LB IP as a source: the node reaching its own
+	// LB IP (a local address) comes from it.
+	withNode := *sp
+	withNode.LoadBalancerSourceRanges = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/30")}
+	h.set(name, &withNode, tcpBackend(t, "a"))
+	if got := dialFrom(t, lb, lbAddr); got != "a" {
+		t.Errorf("node via its LB IP with the node in range: got %q, want a", got)
+	}
+	if got := dialFrom(t, netip.MustParseAddr("127.0.0.6"), lbAddr); got != "" {
+		t.Errorf("outsider with the node in range: got %q, want closed", got)
+	}
+
+	// Without ranges everyone is admitted, on the same listener address.
+	open := *sp
+	open.LoadBalancerSourceRanges = nil
+	h.set(name, &open, tcpBackend(t, "a"))
+	if got := dialFrom(t, netip.MustParseAddr("127.0.0.6"), lbAddr); got != "a" {
+		t.Errorf("no ranges: got %q, want a", got)
 	}
 }
