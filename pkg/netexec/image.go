@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // TestServerImage is the image name that stands for the built-in test server.
@@ -22,6 +23,7 @@ func ForImage(image string, command, args []string) (cfg Config, ok bool, err er
 			"port":           addPort,
 			"hostname":       func(c *Config, v string) error { c.Hostname = v; return nil },
 			"serve-hostname": func(c *Config, v string) error { c.ServeHostname = v != "false"; return nil },
+			"delay-shutdown": setShutdownDelay,
 		})
 		return cfg, true, err
 	case repo == "agnhost" || strings.HasSuffix(repo, "/agnhost"):
@@ -36,8 +38,9 @@ func ForImage(image string, command, args []string) (cfg Config, ok bool, err er
 		switch all[0] {
 		case "netexec":
 			cfg, err = parseFlags(all[1:], map[string]func(*Config, string) error{
-				"http-port": addPort,
-				"udp-port":  addPort,
+				"http-port":      addPort,
+				"udp-port":       addPort,
+				"delay-shutdown": setShutdownDelay,
 			})
 			if err == nil && len(cfg.Ports) == 0 {
 				cfg.Ports = []int{8080}
@@ -71,6 +74,9 @@ func (c Config) Args() []string {
 	if c.ServeHostname {
 		out = append(out, "--serve-hostname")
 	}
+	if c.ShutdownDelay > 0 {
+		out = append(out, "--delay-shutdown="+strconv.Itoa(int(c.ShutdownDelay/time.Second)))
+	}
 	return out
 }
 
@@ -90,6 +96,16 @@ func addPort(c *Config, v string) error {
 		return fmt.Errorf("invalid port %q", v)
 	}
 	c.Ports = append(c.Ports, p)
+	return nil
+}
+
+// setShutdownDelay reads whole seconds, as agnhost netexec's --delay-shutdown.
+func setShutdownDelay(c *Config, v string) error {
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 0 {
+		return fmt.Errorf("invalid number of seconds %q", v)
+	}
+	c.ShutdownDelay = time.Duration(n) * time.Second
 	return nil
 }
 

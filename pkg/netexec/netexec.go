@@ -35,14 +35,22 @@ type Config struct {
 	ServeHostname bool
 	// Address to bind; empty means all addresses.
 	Address string
+	// ShutdownDelay keeps the server answering for this long after it is told to stop
+	// (SIGTERM), with /healthz failing and keep-alive off, as well-behaved apps do: deleting a
+	// Pod and every proxy dropping its endpoint happen concurrently, so a server that exits at
+	// once refuses (or black-holes) the new connections proxies still send it. agnhost
+	// netexec's --delay-shutdown.
+	ShutdownDelay time.Duration
 }
 
 // Server serves Config until its context ends.
 type Server struct {
 	cfg     Config
 	healthy atomic.Bool
-	tcp     []net.Listener
-	udp     []net.PacketConn
+	// stopping is set once the shutdown delay began; /healthz then fails whatever it was told.
+	stopping atomic.Bool
+	tcp      []net.Listener
+	udp      []net.PacketConn
 }
 
 // Listen opens every port, so that a caller knows the server is reachable once it returns.
@@ -113,24 +121,46 @@ func (s *Server) Close() {
 	}
 }
 
-// Serve answers until ctx ends.
+// Serve answers until ctx ends and Config.ShutdownDelay has passed after that; requests in
+// flight then get a moment to finish.
 func (s *Server) Serve(ctx context.Context) error {
 	handler := s.handler()
 	var wg sync.WaitGroup
+	var servers []*http.Server
+	var handoffs []*handoffListener
 	for _, ln := range s.tcp {
 		hl := &handoffListener{addr: ln.Addr(), conns: make(chan net.Conn), done: make(chan struct{})}
 		srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
+		servers, handoffs = append(servers, srv), append(handoffs, hl)
 		wg.Add(2)
 		go func() { defer wg.Done(); srv.Serve(hl) }()
 		go func() { defer wg.Done(); s.acceptTCP(ln, hl) }()
-		go func() { <-ctx.Done(); srv.Close(); hl.Close() }()
 	}
 	for _, pc := range s.udp {
 		wg.Add(1)
 		go func() { defer wg.Done(); s.serveUDP(pc) }()
 	}
 	<-ctx.Done()
+	if s.cfg.ShutdownDelay > 0 {
+		s.stopping.Store(true)
+		// Without keep-alive each client opens a new connection for its next request, which
+		// the proxy sends to an endpoint that is not terminating.
+		for _, srv := range servers {
+			srv.SetKeepAlivesEnabled(false)
+		}
+		time.Sleep(s.cfg.ShutdownDelay)
+	}
 	s.Close()
+	for _, hl := range handoffs {
+		hl.Close()
+	}
+	drain, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	for _, srv := range servers {
+		if srv.Shutdown(drain) != nil {
+			srv.Close()
+		}
+	}
 	wg.Wait()
 	return nil
 }
@@ -208,6 +238,11 @@ func (s *Server) handler() http.Handler {
 		if !s.healthy.Load() {
 			w.WriteHeader(http.StatusInternalServerError)
 			text(w, "failing on request\n")
+			return
+		}
+		if s.stopping.Load() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			text(w, "shutting down\n")
 			return
 		}
 		text(w, "ok")

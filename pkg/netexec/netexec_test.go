@@ -116,6 +116,9 @@ func TestForImage(t *testing.T) {
 		{"svcplane/testserver:latest", nil, []string{"--port=80", "--port", "81"}, Config{Ports: []int{80, 81}}, true, false},
 		{"registry.k8s.io/e2e-test-images/agnhost:2.53", nil, []string{"netexec", "--http-port=8080", "--udp-port=8081"}, Config{Ports: []int{8080, 8081}}, true, false},
 		{"agnhost", []string{"/agnhost", "netexec"}, nil, Config{Ports: []int{8080}}, true, false},
+		{"svcplane/testserver", nil, []string{"--delay-shutdown=5"}, Config{ShutdownDelay: 5 * time.Second}, true, false},
+		{"agnhost", nil, []string{"netexec", "--delay-shutdown", "3"}, Config{Ports: []int{8080}, ShutdownDelay: 3 * time.Second}, true, false},
+		{"svcplane/testserver", nil, []string{"--delay-shutdown=soon"}, Config{}, true, true},
 		{"agnhost", nil, []string{"serve-hostname", "--port", "9376", "--udp"}, Config{Ports: []int{9376}, ServeHostname: true}, true, false},
 		{"agnhost", nil, []string{"pause"}, Config{}, true, true},
 		{"nginx:1.27", nil, nil, Config{}, false, false},
@@ -125,5 +128,47 @@ func TestForImage(t *testing.T) {
 		if ok != tc.ok || (err != nil) != tc.hasErr || (err == nil && !reflect.DeepEqual(got, tc.want)) {
 			t.Errorf("ForImage(%q, %q, %q) = %+v, %v, %v; want %+v, %v, error %v", tc.image, tc.cmd, tc.args, got, ok, err, tc.want, tc.ok, tc.hasErr)
 		}
+	}
+}
+
+func TestShutdownDelayKeepsServingWhileFailingReadiness(t *testing.T) {
+	s, err := Listen(Config{Hostname: "pod-c", Address: "127.0.0.1", Ports: []int{0}, ShutdownDelay: 500 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { s.Serve(ctx); close(done) }()
+	base := "http://" + s.Addrs()[0].String()
+	if code, _ := get(t, "GET", base+"/healthz"); code != 200 {
+		t.Fatalf("/healthz before SIGTERM = %d", code)
+	}
+	cancel() // what SIGTERM does to `svcplane testserver`
+	code := 0
+	for deadline := time.Now().Add(400 * time.Millisecond); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if code, _ = get(t, "GET", base+"/healthz"); code == http.StatusServiceUnavailable {
+			break
+		}
+	}
+	if code != http.StatusServiceUnavailable {
+		t.Errorf("/healthz during the delay = %d, want 503 so the Pod turns unready", code)
+	}
+	// New connections are still answered: proxies that have not yet dropped the endpoint
+	// keep sending them for a moment.
+	if _, body := get(t, "GET", base+"/hostname"); body != "pod-c" {
+		t.Errorf("/hostname during the delay = %q", body)
+	}
+	select {
+	case <-done:
+		t.Fatal("Serve returned before the delay passed")
+	default:
+	}
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Serve still running 5s after a 500ms delay")
+	}
+	if _, err := net.DialTimeout("tcp", s.Addrs()[0].String(), time.Second); err == nil {
+		t.Error("still accepting connections after the delay")
 	}
 }

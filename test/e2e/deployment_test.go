@@ -1,11 +1,11 @@
 package e2e
 
-// Deployments and ReplicaSets through the real server, as a user drives them with kubectl. No
-// node agent runs yet, so nothing starts the Pods: the tests play the agent's part by writing
-// pods/status (phase Running, a podIP, the Ready condition) with markWorkloadPodsReady. Pods the
-// controllers create have no spec.nodeName, and such Pods are deleted at once by the API server,
-// so the terminating-Pod paths (status.terminatingReplicas > 0, graceful scale-down) are not
-// exercised here; they need the agent.
+// Deployments and ReplicaSets through the real server, as a user drives them with kubectl. The
+// server runs alone here (no nodes: the scheduler binds nothing and no agent starts the Pods), so
+// the tests play the agent's part by writing pods/status (phase Running, a podIP, the Ready
+// condition) with markWorkloadPodsReady. Unbound Pods are deleted at once by the API server, so
+// the terminating-Pod paths are not exercised here; deployment_traffic_test.go runs real Pods
+// behind a Service in the sandbox.
 
 import (
 	"context"

@@ -3,6 +3,8 @@
 package testserver
 
 import (
+	"time"
+
 	"github.com/spf13/cobra"
 
 	"github.com/svcplane/svcplane/pkg/netexec"
@@ -11,12 +13,14 @@ import (
 // NewCommand returns `svcplane testserver`.
 func NewCommand() *cobra.Command {
 	var cfg netexec.Config
+	var delaySeconds int
 	cmd := &cobra.Command{
 		Use:    "testserver",
 		Short:  "Serve HTTP (/hostname, /clientip, /echo, /env, /healthz) and TCP/UDP echo, for tests",
 		Hidden: true,
 		Args:   cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg.ShutdownDelay = time.Duration(delaySeconds) * time.Second
 			s, err := netexec.Listen(cfg)
 			if err != nil {
 				return err
@@ -28,5 +32,6 @@ func NewCommand() *cobra.Command {
 	cmd.Flags().StringVar(&cfg.Hostname, "hostname", "", "Name /hostname answers; default the host name.")
 	cmd.Flags().BoolVar(&cfg.ServeHostname, "serve-hostname", false, "Answer every request with the hostname, as agnhost serve-hostname does.")
 	cmd.Flags().StringVar(&cfg.Address, "address", "", "Address to bind; default all.")
+	cmd.Flags().IntVar(&delaySeconds, "delay-shutdown", 0, "Seconds to keep serving after SIGTERM, with /healthz failing (agnhost netexec's flag).")
 	return cmd
 }
