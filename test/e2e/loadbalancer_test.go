@@ -1,8 +1,9 @@
 package e2e
 
 // Addresses used here: the LoadBalancer pool 10.251.0.0/24 (as in the sandbox), small ranges of
-// it for exhaustion, and 10.252.0.0/16 for pools a test creates. Nothing is routed: these tests
-// check the API (assignment, Events, validation), not traffic.
+// it for exhaustion, and 10.252.0.0/16 for pools a test creates. Only
+// TestLoadBalancerReachableFromOutside sends traffic (ext has the pool on-link and ARPs); the
+// others check the API (assignment, Events, validation).
 
 import (
 	"bufio"
@@ -11,6 +12,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"slices"
 	"strings"
@@ -25,6 +27,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/dynamic"
 
+	"github.com/svcplane/svcplane/pkg/agent/announce"
 	"github.com/svcplane/svcplane/pkg/etcd"
 	"github.com/svcplane/svcplane/pkg/sandbox/topology"
 	"github.com/svcplane/svcplane/test/testserver"
@@ -473,10 +476,11 @@ func TestLoadBalancerTwoServersNeverShareAnAddress(t *testing.T) {
 }
 
 // TestLoadBalancerReachableFromOutside: in the sandbox (which passes --lb-pool 10.251.0.0/24),
-// the outside client reaches a LoadBalancer Service at its assigned address. Announcement
-// (ARP/NDP) is not there yet: ext reaches the pool through the topology's static route via
-// node1, whose proxy accepts the address. Logs the time from create to the first answer. Then
-// loadBalancerSourceRanges let ext in, shut it out (its NodePort still open), and let it in again.
+// the outside client reaches a LoadBalancer Service at its assigned address. ext has no route
+// via a node, only the pool on-link: it ARPs, and the one node announcing the address answers
+// (checked: exactly one answer per address). Logs the time from create to the first answer.
+// Then loadBalancerSourceRanges let ext in, shut it out (its NodePort still open), and let it in
+// again.
 func TestLoadBalancerReachableFromOutside(t *testing.T) {
 	c := upWithAgents(t, 2)
 	ctx := context.Background()
@@ -517,6 +521,21 @@ func TestLoadBalancerReachableFromOutside(t *testing.T) {
 			t.Fatalf("ext never reached %s at %s; last answer %q", svc.Name, ip, answered)
 		}
 		latencies = append(latencies, time.Since(start))
+	}
+	for i := range 5 {
+		ip := netip.MustParseAddr(fmt.Sprintf("10.251.0.%d", i+1))
+		var answers []net.HardwareAddr
+		err := topology.Do(topology.NamespaceName(c.name, topology.MemberExternal), func() error {
+			var err error
+			answers, err = announce.Query(ctx, topology.UplinkName, topology.ExternalAddr, ip, 300*time.Millisecond)
+			return err
+		})
+		if err != nil {
+			t.Fatalf("ARP query for %s from ext: %v", ip, err)
+		}
+		if len(answers) != 1 {
+			t.Errorf("ARP for %s from ext: %d answers %v, want exactly one node", ip, len(answers), answers)
+		}
 	}
 	slices.Sort(latencies)
 	t.Logf("create → first answer from ext: median %v, all %v", latencies[len(latencies)/2].Round(time.Millisecond), latencies)

@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vishvananda/netlink"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -250,7 +251,19 @@ func testProxyMode(t *testing.T, mode string) {
 	})
 
 	t.Run("externalIPs are reachable from outside", func(t *testing.T) {
-		const externalIP = "10.251.0.50" // ext routes 10.251.0.0/24 via node1
+		// Routing an external IP to a node is the cluster admin's job, as upstream: ext gets a
+		// route for it via node1 (inside ext's own namespace; it goes with the sandbox).
+		const externalIP = "10.251.0.50"
+		h, err := topology.Netlink(topology.NamespaceName(c.name, topology.MemberExternal))
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = h.RouteAdd(&netlink.Route{Dst: &net.IPNet{IP: net.ParseIP(externalIP).To4(), Mask: net.CIDRMask(32, 32)},
+			Gw: topology.NodeAddr(1).AsSlice()})
+		h.Close()
+		if err != nil {
+			t.Fatalf("routing %s via node1 in ext: %v", externalIP, err)
+		}
 		c.createService(t, &corev1.Service{
 			ObjectMeta: metav1.ObjectMeta{Name: "web-external"},
 			Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "web"}, ExternalIPs: []string{externalIP},

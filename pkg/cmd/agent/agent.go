@@ -57,6 +57,9 @@ type Options struct {
 	// Scheduler is that mode's default scheduler.
 	ServiceCIDRs []string
 	Scheduler    string
+	// AnnounceLoadBalancers answers ARP for the LoadBalancer addresses this node is chosen
+	// for (package announce).
+	AnnounceLoadBalancers bool
 
 	nodeIP netip.Addr
 }
@@ -65,7 +68,7 @@ type Options struct {
 func NewCommand() *cobra.Command {
 	o := &Options{PodBridge: "cbr0", DataDir: "/var/lib/svcplane-agent", ClusterDNS: "10.96.0.10",
 		ClusterDomain: "cluster.local", HeartbeatInterval: 10 * time.Second, ProxyMode: "nftables", ClusterCIDR: "10.244.0.0/16",
-		ServiceCIDRs: []string{"10.96.0.0/12"}}
+		ServiceCIDRs: []string{"10.96.0.0/12"}, AnnounceLoadBalancers: true}
 	cmd := &cobra.Command{
 		Use:   "agent",
 		Short: "Run the node agent: register the Node and run its Pods as processes in network namespaces",
@@ -274,10 +277,11 @@ func (o *Options) Run(ctx context.Context) error {
 		TestServer: []string{exe, "testserver"},
 		ClusterDNS: o.ClusterDNS, ClusterDomain: o.ClusterDomain,
 	})
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
 	go func() { errc <- agent.Run(ctx) }()
 	go o.heartbeat(ctx, client)
 	go func() { errc <- o.runProxy(ctx, client) }()
+	go func() { errc <- o.runAnnouncer(ctx, client) }()
 	klog.InfoS("agent running", "node", o.NodeName, "nodeIP", o.nodeIP, "podCIDR", podCIDR)
 	select {
 	case err := <-errc:

@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/pflag"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/svcplane/svcplane/pkg/agent/announce"
 	"github.com/svcplane/svcplane/pkg/proxy/app"
 )
 
@@ -16,6 +17,7 @@ func (o *Options) addProxyFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.ProxyMode, "proxy-mode", o.ProxyMode, "Service proxy run by the agent: nftables, userspace, or none (run `svcplane proxy` separately, or no proxy).")
 	fs.StringVar(&o.ClusterCIDR, "cluster-cidr", o.ClusterCIDR, "Pod address range of the cluster: the proxy masquerades Service traffic from outside it.")
 	fs.StringSliceVar(&o.ServiceCIDRs, "service-cluster-ip-range", o.ServiceCIDRs, "ClusterIP ranges, as the server's --service-cluster-ip-range (the userspace mode routes them locally).")
+	fs.BoolVar(&o.AnnounceLoadBalancers, "announce-load-balancers", o.AnnounceLoadBalancers, "Answer ARP on the --node-ip interface for the LoadBalancer addresses this node is chosen to announce (L2 mode).")
 	fs.StringVar(&o.Scheduler, "scheduler", o.Scheduler, "Userspace proxy mode: default scheduler (rr, wrr, lc, wlc, sed, nq, dh, sh, random).")
 }
 
@@ -48,4 +50,20 @@ func (o *Options) runProxy(ctx context.Context, client kubernetes.Interface) err
 		HealthzAddress:    "0.0.0.0:10256",
 		MinSyncPeriod:     100 * time.Millisecond, SyncPeriod: time.Hour,
 	})
+}
+
+// runAnnouncer runs L2 announcement of LoadBalancer addresses until ctx ends. A node whose
+// agent stops stops answering at once; the others take its addresses over once its Ready
+// heartbeat is three intervals old.
+func (o *Options) runAnnouncer(ctx context.Context, client kubernetes.Interface) error {
+	if !o.AnnounceLoadBalancers {
+		<-ctx.Done()
+		return nil
+	}
+	err := announce.Run(ctx, announce.Config{Client: client, NodeName: o.NodeName, NodeIP: o.nodeIP,
+		NodeGracePeriod: 3 * o.HeartbeatInterval})
+	if err != nil {
+		return fmt.Errorf("announcing LoadBalancer addresses: %w", err)
+	}
+	return nil
 }

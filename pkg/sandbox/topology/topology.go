@@ -261,16 +261,28 @@ func (t *Topology) configureMember(member string) error {
 			Dst:       prefixOf(r.dst),
 			Gw:        r.via.AsSlice(),
 		}
+		if !r.via.IsValid() {
+			route.Scope = netlink.SCOPE_LINK
+		}
 		if err := h.RouteAdd(route); err != nil {
-			return fmt.Errorf("adding route %s via %s: %w", r.dst, r.via, err)
+			return fmt.Errorf("adding route %s: %w", r, err)
 		}
 	}
 	return nil
 }
 
+// staticRoute sends dst via a gateway on eth0, or, with no via, straight out of eth0
+// (on-link: the member ARPs for every address of dst itself).
 type staticRoute struct {
 	dst netip.Prefix
 	via netip.Addr
+}
+
+func (r staticRoute) String() string {
+	if !r.via.IsValid() {
+		return r.dst.String() + " dev " + UplinkName
+	}
+	return r.dst.String() + " via " + r.via.String()
 }
 
 // routesFor lists member's routes besides the connected ones. Nothing gets a default route:
@@ -299,8 +311,10 @@ func (t *Topology) routesFor(member string) []staticRoute {
 		// So the API server and DNS can answer pods directly.
 		podRoutes(0)
 	case member == MemberExternal:
-		// An outside router would send LoadBalancer traffic to some node; node1 it is.
-		routes = append(routes, staticRoute{LoadBalancerPool, NodeAddr(1)})
+		// The pool is on-link, as on a LAN whose addresses MetalLB-style L2 announcement
+		// serves: ext ARPs for each LoadBalancer address and the node announcing it answers
+		// (pkg/agent/announce). No node is special.
+		routes = append(routes, staticRoute{dst: LoadBalancerPool})
 	}
 	return routes
 }

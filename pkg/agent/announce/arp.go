@@ -1,0 +1,173 @@
+package announce
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// ARP over Ethernet for IPv4 (RFC 826): the 28 bytes after the Ethernet header.
+const (
+	arpLen     = 28
+	arpRequest = 1
+	arpReply   = 2
+)
+
+type arpPacket struct {
+	op                   uint16
+	senderMAC, targetMAC net.HardwareAddr
+	senderIP, targetIP   netip.Addr
+}
+
+func (p arpPacket) marshal() []byte {
+	b := make([]byte, arpLen)
+	binary.BigEndian.PutUint16(b[0:], 1)      // hardware: Ethernet
+	binary.BigEndian.PutUint16(b[2:], 0x0800) // protocol: IPv4
+	b[4], b[5] = 6, 4
+	binary.BigEndian.PutUint16(b[6:], p.op)
+	copy(b[8:14], p.senderMAC)
+	s := p.senderIP.As4()
+	copy(b[14:18], s[:])
+	copy(b[18:24], p.targetMAC)
+	t := p.targetIP.As4()
+	copy(b[24:28], t[:])
+	return b
+}
+
+func parseARP(b []byte) (arpPacket, bool) {
+	if len(b) < arpLen || binary.BigEndian.Uint16(b[0:]) != 1 || binary.BigEndian.Uint16(b[2:]) != 0x0800 || b[4] != 6 || b[5] != 4 {
+		return arpPacket{}, false
+	}
+	return arpPacket{
+		op:        binary.BigEndian.Uint16(b[6:]),
+		senderMAC: net.HardwareAddr(b[8:14]),
+		senderIP:  netip.AddrFrom4([4]byte(b[14:18])),
+		targetMAC: net.HardwareAddr(b[18:24]),
+		targetIP:  netip.AddrFrom4([4]byte(b[24:28])),
+	}, true
+}
+
+var broadcastMAC = net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
+
+// arpConn is an AF_PACKET datagram socket for ARP on one interface: the kernel adds and strips
+// the Ethernet header. It lives in the network namespace of the thread that opened it.
+type arpConn struct {
+	file  *os.File
+	iface *net.Interface
+}
+
+func openARP(iface *net.Interface) (*arpConn, error) {
+	proto := htons(unix.ETH_P_ARP)
+	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, int(proto))
+	if err != nil {
+		return nil, fmt.Errorf("opening an ARP socket: %w", err)
+	}
+	if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: proto, Ifindex: iface.Index}); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("binding the ARP socket to %s: %w", iface.Name, err)
+	}
+	// A non-blocking descriptor in an os.File goes through the runtime's poller, so Close
+	// wakes a pending read and deadlines work.
+	return &arpConn{file: os.NewFile(uintptr(fd), "arp:"+iface.Name), iface: iface}, nil
+}
+
+func (c *arpConn) Close() error { return c.file.Close() }
+
+func (c *arpConn) send(p arpPacket, to net.HardwareAddr) error {
+	sa := &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ARP), Ifindex: c.iface.Index, Halen: 6}
+	copy(sa.Addr[:], to)
+	raw, err := c.file.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var sendErr error
+	err = raw.Write(func(fd uintptr) bool {
+		sendErr = unix.Sendto(int(fd), p.marshal(), 0, sa)
+		return !errors.Is(sendErr, unix.EAGAIN)
+	})
+	if err != nil {
+		return err
+	}
+	return sendErr
+}
+
+// receive returns the next ARP packet the interface received (not ones it sent).
+func (c *arpConn) receive() (arpPacket, error) {
+	raw, err := c.file.SyscallConn()
+	if err != nil {
+		return arpPacket{}, err
+	}
+	buf := make([]byte, 1500)
+	for {
+		var n int
+		var from unix.Sockaddr
+		var recvErr error
+		err = raw.Read(func(fd uintptr) bool {
+			n, from, recvErr = unix.Recvfrom(int(fd), buf, 0)
+			return !errors.Is(recvErr, unix.EAGAIN)
+		})
+		if err != nil {
+			return arpPacket{}, err
+		}
+		if recvErr != nil {
+			return arpPacket{}, recvErr
+		}
+		if ll, ok := from.(*unix.SockaddrLinklayer); ok && ll.Pkttype == unix.PACKET_OUTGOING {
+			continue
+		}
+		if p, ok := parseARP(buf[:n]); ok {
+			return p, nil
+		}
+	}
+}
+
+func htons(v uint16) uint16 { return v<<8 | v>>8 }
+
+// Query sends one ARP request for target from the interface named ifname (as sender IP
+// senderIP) and returns the MAC of every distinct answer received within wait. It opens its
+// socket in the calling thread's network namespace; tests run it inside the sandbox's ext
+// namespace to check that exactly one node answers for an address.
+func Query(ctx context.Context, ifname string, senderIP, target netip.Addr, wait time.Duration) ([]net.HardwareAddr, error) {
+	iface, err := net.InterfaceByName(ifname)
+	if err != nil {
+		return nil, err
+	}
+	c, err := openARP(iface)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	req := arpPacket{op: arpRequest, senderMAC: iface.HardwareAddr, senderIP: senderIP, targetMAC: make(net.HardwareAddr, 6), targetIP: target}
+	if err := c.send(req, broadcastMAC); err != nil {
+		return nil, fmt.Errorf("sending an ARP request for %s: %w", target, err)
+	}
+	deadline := time.Now().Add(wait)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	if err := c.file.SetReadDeadline(deadline); err != nil {
+		return nil, err
+	}
+	var answers []net.HardwareAddr
+	seen := map[string]bool{}
+	for {
+		p, err := c.receive()
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return answers, nil
+		}
+		if err != nil {
+			return answers, err
+		}
+		if p.op == arpReply && p.senderIP == target && p.targetIP == senderIP && !seen[p.senderMAC.String()] {
+			seen[p.senderMAC.String()] = true
+			answers = append(answers, append(net.HardwareAddr(nil), p.senderMAC...))
+		}
+	}
+}
