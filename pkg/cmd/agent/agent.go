@@ -12,7 +12,6 @@ import (
 	"os"
 	"path/filepath"
 	goruntime "runtime"
-	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -160,7 +159,7 @@ func (o *Options) Validate() error {
 		errs = append(errs, errors.New("--heartbeat-interval must be positive"))
 	}
 	if o.Netns != "" {
-		if err := inNamedNetns(o.Netns); err != nil {
+		if err := cmdutil.InNamedNetns(o.Netns); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -168,25 +167,6 @@ func (o *Options) Validate() error {
 		errs = append(errs, fmt.Errorf("--node-ip %s is not an address of this host (wrong network namespace?)", o.nodeIP))
 	}
 	return errors.Join(errs...)
-}
-
-// inNamedNetns checks that this process's network namespace is /run/netns/name: the same
-// namespace file (device and inode).
-func inNamedNetns(name string) error {
-	self, err := os.Stat("/proc/self/ns/net")
-	if err != nil {
-		return fmt.Errorf("--netns %s: reading this process's network namespace: %w", name, err)
-	}
-	want, err := os.Stat(filepath.Join("/run/netns", name))
-	if err != nil {
-		return fmt.Errorf("--netns %s: %w", name, err)
-	}
-	a, okA := self.Sys().(*syscall.Stat_t)
-	b, okB := want.Sys().(*syscall.Stat_t)
-	if !okA || !okB || a.Dev != b.Dev || a.Ino != b.Ino {
-		return fmt.Errorf("--netns %s: this process is not running in that network namespace; refusing to start", name)
-	}
-	return nil
 }
 
 func isLocalAddress(ip netip.Addr) bool {

@@ -7,9 +7,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -137,28 +135,9 @@ func (o *Options) Validate() error {
 		errs = append(errs, err)
 	}
 	if o.Netns != "" {
-		if err := InNamedNetns(o.Netns); err != nil {
+		if err := cmdutil.InNamedNetns(o.Netns); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	return errors.Join(errs...)
-}
-
-// InNamedNetns checks that this process's network namespace is /run/netns/name (the same
-// namespace file: device and inode).
-func InNamedNetns(name string) error {
-	self, err := os.Stat("/proc/self/ns/net")
-	if err != nil {
-		return fmt.Errorf("--netns %s: reading this process's network namespace: %w", name, err)
-	}
-	want, err := os.Stat(filepath.Join("/run/netns", name))
-	if err != nil {
-		return fmt.Errorf("--netns %s: %w", name, err)
-	}
-	a, okA := self.Sys().(*syscall.Stat_t)
-	b, okB := want.Sys().(*syscall.Stat_t)
-	if !okA || !okB || a.Dev != b.Dev || a.Ino != b.Ino {
-		return fmt.Errorf("--netns %s: this process is not running in that network namespace; refusing to start", name)
-	}
-	return nil
 }
