@@ -20,20 +20,15 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
-	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
-	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
-	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	appslisters "k8s.io/client-go/listers/apps/v1"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
-	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/util/workqueue"
-	"k8s.io/klog/v2"
 
 	"github.com/svcplane/svcplane/pkg/controller"
 	"github.com/svcplane/svcplane/pkg/controller/internal/claim"
+	"github.com/svcplane/svcplane/pkg/controller/internal/workloop"
 )
 
 const workers = 5
@@ -45,23 +40,22 @@ var (
 
 // Controller is the Deployment controller.
 type Controller struct {
-	client      kubernetes.Interface
-	dLister     appslisters.DeploymentLister
-	rsLister    appslisters.ReplicaSetLister
-	podLister   corelisters.PodLister
-	synced      []cache.InformerSynced
-	queue       workqueue.TypedRateLimitingInterface[string]
-	events      record.EventRecorder
-	broadcaster record.EventBroadcaster
-	now         func() time.Time
+	client    kubernetes.Interface
+	dLister   appslisters.DeploymentLister
+	rsLister  appslisters.ReplicaSetLister
+	podLister corelisters.PodLister
+	synced    []cache.InformerSynced
+	queue     workqueue.TypedRateLimitingInterface[string]
+	events    *controller.Events
+	now       func() time.Time
 }
 
 // New builds the controller on the shared informers.
 func New(c controller.Context) (func(context.Context), error) {
+	workloop.RegisterMetrics()
 	dInformer := c.Informers.Apps().V1().Deployments()
 	rsInformer := c.Informers.Apps().V1().ReplicaSets()
 	podInformer := c.Informers.Core().V1().Pods()
-	broadcaster := record.NewBroadcaster()
 	dc := &Controller{
 		client:    c.Client,
 		dLister:   dInformer.Lister(),
@@ -69,10 +63,9 @@ func New(c controller.Context) (func(context.Context), error) {
 		podLister: podInformer.Lister(),
 		synced: []cache.InformerSynced{dInformer.Informer().HasSynced, rsInformer.Informer().HasSynced,
 			podInformer.Informer().HasSynced},
-		queue:       workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](), workqueue.TypedRateLimitingQueueConfig[string]{Name: "deployment"}),
-		broadcaster: broadcaster,
-		events:      broadcaster.NewRecorder(clientgoscheme.Scheme, corev1.EventSource{Component: "deployment-controller"}),
-		now:         time.Now,
+		queue:  workloop.NewQueue("deployment"),
+		events: controller.NewEvents(c.Client, "deployment-controller"),
+		now:    time.Now,
 	}
 	handlers := []struct {
 		informer cache.SharedIndexInformer
@@ -97,33 +90,13 @@ func New(c controller.Context) (func(context.Context), error) {
 
 // Run syncs Deployments until ctx ends.
 func (dc *Controller) Run(ctx context.Context) {
-	defer utilruntime.HandleCrash()
-	defer dc.queue.ShutDown()
-	dc.broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: dc.client.CoreV1().Events("")})
-	defer dc.broadcaster.Shutdown()
+	defer dc.events.Start()()
 	if !cache.WaitForCacheSync(ctx.Done(), dc.synced...) {
+		dc.queue.ShutDown()
 		return
 	}
-	for range workers {
-		go wait.UntilWithContext(ctx, dc.work, time.Second)
-	}
-	<-ctx.Done()
-}
-
-func (dc *Controller) work(ctx context.Context) {
-	for {
-		key, quit := dc.queue.Get()
-		if quit {
-			return
-		}
-		if err := dc.sync(ctx, key); err != nil {
-			klog.V(2).InfoS("Syncing Deployment failed; retrying", "deployment", key, "err", err)
-			dc.queue.AddRateLimited(key)
-		} else {
-			dc.queue.Forget(key)
-		}
-		dc.queue.Done(key)
-	}
+	loop := &workloop.Loop{Name: "deployment", Workers: workers, Queue: dc.queue, Sync: dc.sync}
+	loop.Run(ctx)
 }
 
 func (dc *Controller) enqueue(obj any) {

@@ -12,6 +12,8 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/utils/ptr"
+
+	"github.com/svcplane/svcplane/pkg/controller"
 )
 
 func rollingDeployment(replicas int32, surge, unavailable intstr.IntOrString) *appsv1.Deployment {
@@ -88,7 +90,7 @@ func TestProportionalScaling(t *testing.T) {
 	old := testRS("web-old", 8, 8, 0, scaledFor)
 	newRS := testRS("web-new", 5, 2, time.Hour, scaledFor)
 	client := fake.NewSimpleClientset(old, newRS)
-	dc := &Controller{client: client, events: record.NewFakeRecorder(100), now: time.Now}
+	dc := &Controller{client: client, events: &controller.Events{EventRecorder: record.NewFakeRecorder(100)}, now: time.Now}
 	if err := dc.scale(context.Background(), d, newRS, []*appsv1.ReplicaSet{old}); err != nil {
 		t.Fatal(err)
 	}

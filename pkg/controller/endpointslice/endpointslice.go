@@ -25,11 +25,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/kubernetes/scheme"
-	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
-	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/util/workqueue"
 	esreconciler "k8s.io/endpointslice"
 	esmetrics "k8s.io/endpointslice/metrics"
@@ -136,7 +133,7 @@ type sliceController struct {
 	tracker      *esutil.EndpointSliceTracker
 	triggerTimes *esutil.TriggerTimeTracker
 	topology     *topologycache.TopologyCache
-	broadcaster  record.EventBroadcaster
+	events       *controller.Events
 	queue        workqueue.TypedRateLimitingInterface[string]
 	debounce     *workloop.Debouncer
 	workers      int
@@ -162,8 +159,6 @@ func build(c controller.Context, o Options) (*sliceController, error) {
 	nodes := c.Informers.Core().V1().Nodes()
 	slices := c.Informers.Discovery().V1().EndpointSlices()
 
-	broadcaster := record.NewBroadcaster()
-	recorder := broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "endpointslice-controller"})
 	sc := &sliceController{
 		client:       c.Client,
 		services:     services.Lister(),
@@ -173,7 +168,7 @@ func build(c controller.Context, o Options) (*sliceController, error) {
 		tracker:      esutil.NewEndpointSliceTracker(),
 		triggerTimes: esutil.NewTriggerTimeTracker(),
 		topology:     topologycache.NewTopologyCache(),
-		broadcaster:  broadcaster,
+		events:       controller.NewEvents(c.Client, "endpointslice-controller"),
 		queue:        workloop.NewQueue("endpointslice"),
 		workers:      o.Workers,
 	}
@@ -189,7 +184,7 @@ func build(c controller.Context, o Options) (*sliceController, error) {
 	}
 	sc.debounce = &workloop.Debouncer{Quiet: o.BatchQuiet, BusyQuiet: o.BatchBusyQuiet, BusyRate: busyRate, MaxDelay: o.BatchMaxDelay, Queue: sc.queue}
 	sc.reconciler = esreconciler.NewReconciler(c.Client, sc.nodes, o.MaxEndpointsPerSlice, sc.tracker, sc.topology,
-		recorder, ControllerName, esreconciler.WithPreferSameTrafficDistributionEnabled(true))
+		sc.events, ControllerName, esreconciler.WithPreferSameTrafficDistributionEnabled(true))
 
 	if err := pods.Informer().AddIndexers(cache.Indexers{podNodeIndex: func(obj any) ([]string, error) {
 		if pod, ok := obj.(*corev1.Pod); ok && pod.Spec.NodeName != "" {
@@ -233,8 +228,7 @@ func build(c controller.Context, o Options) (*sliceController, error) {
 }
 
 func (sc *sliceController) run(ctx context.Context) {
-	sc.broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: sc.client.CoreV1().Events("")})
-	defer sc.broadcaster.Shutdown()
+	defer sc.events.Start()()
 	if !cache.WaitForCacheSync(ctx.Done(), sc.synced...) {
 		sc.queue.ShutDown()
 		return

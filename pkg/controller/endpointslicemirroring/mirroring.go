@@ -26,12 +26,9 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/kubernetes/scheme"
-	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
-	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/util/workqueue"
 	esutil "k8s.io/endpointslice/util"
 	"k8s.io/klog/v2"
@@ -74,17 +71,16 @@ func NewWithOptions(o Options) func(controller.Context) (func(context.Context), 
 }
 
 type mirroringController struct {
-	client      kubernetes.Interface
-	endpoints   corelisters.EndpointsLister
-	services    corelisters.ServiceLister
-	sliceIndex  *selectindex.Slices
-	synced      []cache.InformerSynced
-	tracker     *esutil.EndpointSliceTracker
-	broadcaster record.EventBroadcaster
-	recorder    record.EventRecorder
-	queue       workqueue.TypedRateLimitingInterface[string]
-	limit       int
-	workers     int
+	client     kubernetes.Interface
+	endpoints  corelisters.EndpointsLister
+	services   corelisters.ServiceLister
+	sliceIndex *selectindex.Slices
+	synced     []cache.InformerSynced
+	tracker    *esutil.EndpointSliceTracker
+	recorder   *controller.Events
+	queue      workqueue.TypedRateLimitingInterface[string]
+	limit      int
+	workers    int
 }
 
 func newController(c controller.Context, o Options) (func(context.Context), error) {
@@ -92,18 +88,16 @@ func newController(c controller.Context, o Options) (func(context.Context), erro
 	endpoints := c.Informers.Core().V1().Endpoints()
 	services := c.Informers.Core().V1().Services()
 	slices := c.Informers.Discovery().V1().EndpointSlices()
-	broadcaster := record.NewBroadcaster()
 	mc := &mirroringController{
-		client:      c.Client,
-		endpoints:   endpoints.Lister(),
-		services:    services.Lister(),
-		synced:      []cache.InformerSynced{endpoints.Informer().HasSynced, services.Informer().HasSynced, slices.Informer().HasSynced},
-		tracker:     esutil.NewEndpointSliceTracker(),
-		broadcaster: broadcaster,
-		recorder:    broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "endpointslicemirroring-controller"}),
-		queue:       workloop.NewQueue("endpointslicemirroring"),
-		limit:       o.MaxEndpointsPerSubset,
-		workers:     max(o.Workers, 1),
+		client:    c.Client,
+		endpoints: endpoints.Lister(),
+		services:  services.Lister(),
+		synced:    []cache.InformerSynced{endpoints.Informer().HasSynced, services.Informer().HasSynced, slices.Informer().HasSynced},
+		tracker:   esutil.NewEndpointSliceTracker(),
+		recorder:  controller.NewEvents(c.Client, "endpointslicemirroring-controller"),
+		queue:     workloop.NewQueue("endpointslicemirroring"),
+		limit:     o.MaxEndpointsPerSubset,
+		workers:   max(o.Workers, 1),
 	}
 	var err error
 	if mc.sliceIndex, err = selectindex.ForSlices(slices.Informer()); err != nil {
@@ -134,8 +128,7 @@ func newController(c controller.Context, o Options) (func(context.Context), erro
 }
 
 func (mc *mirroringController) run(ctx context.Context) {
-	mc.broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: mc.client.CoreV1().Events("")})
-	defer mc.broadcaster.Shutdown()
+	defer mc.recorder.Start()()
 	if !cache.WaitForCacheSync(ctx.Done(), mc.synced...) {
 		mc.queue.ShutDown()
 		return

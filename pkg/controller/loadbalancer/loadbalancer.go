@@ -34,11 +34,8 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/dynamic/dynamicinformer"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/kubernetes/scheme"
-	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
-	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/klog/v2"
 	"k8s.io/utils/ptr"
@@ -86,8 +83,7 @@ type Controller struct {
 	poolFactory dynamicinformer.DynamicSharedInformerFactory
 	synced      []cache.InformerSynced
 	queue       workqueue.TypedRateLimitingInterface[string]
-	broadcaster record.EventBroadcaster
-	recorder    record.EventRecorder
+	recorder    *controller.Events
 	opts        Options
 
 	// Owned by the single worker.
@@ -119,7 +115,6 @@ func newController(c controller.Context, o Options) (*Controller, error) {
 	endpoints := c.Informers.Core().V1().Endpoints()
 	poolFactory := dynamicinformer.NewDynamicSharedInformerFactory(dyn, 0)
 	pools := poolFactory.ForResource(poolsResource)
-	broadcaster := record.NewBroadcaster()
 	ctrl := &Controller{
 		client:      c.Client,
 		pools:       dyn.Resource(poolsResource),
@@ -130,13 +125,12 @@ func newController(c controller.Context, o Options) (*Controller, error) {
 		poolFactory: poolFactory,
 		synced: []cache.InformerSynced{services.Informer().HasSynced, namespaces.Informer().HasSynced,
 			endpoints.Informer().HasSynced, pools.Informer().HasSynced},
-		queue:       workloop.NewQueue("loadbalancer"),
-		broadcaster: broadcaster,
-		recorder:    broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "loadbalancer-controller"}),
-		opts:        o,
-		alloc:       newAllocator(),
-		pending:     map[string]bool{},
-		counts:      map[string][2]int64{},
+		queue:    workloop.NewQueue("loadbalancer"),
+		recorder: controller.NewEvents(c.Client, "loadbalancer-controller"),
+		opts:     o,
+		alloc:    newAllocator(),
+		pending:  map[string]bool{},
+		counts:   map[string][2]int64{},
 	}
 	enqueueService := func(obj any) {
 		if key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(obj); err == nil {
@@ -210,8 +204,7 @@ func poolGeneration(obj any) int64 {
 
 // Run syncs until ctx ends.
 func (c *Controller) Run(ctx context.Context) {
-	c.broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: c.client.CoreV1().Events("")})
-	defer c.broadcaster.Shutdown()
+	defer c.recorder.Start()()
 	c.poolFactory.Start(ctx.Done())
 	defer c.poolFactory.Shutdown()
 	if !cache.WaitForCacheSync(ctx.Done(), c.synced...) {

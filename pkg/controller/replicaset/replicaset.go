@@ -21,22 +21,17 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	utilerrors "k8s.io/apimachinery/pkg/util/errors"
-	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/apimachinery/pkg/util/validation"
-	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
-	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	appslisters "k8s.io/client-go/listers/apps/v1"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
-	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/util/workqueue"
-	"k8s.io/klog/v2"
 	"k8s.io/utils/ptr"
 
 	"github.com/svcplane/svcplane/pkg/controller"
 	"github.com/svcplane/svcplane/pkg/controller/internal/claim"
+	"github.com/svcplane/svcplane/pkg/controller/internal/workloop"
 )
 
 const (
@@ -57,25 +52,23 @@ type Controller struct {
 	synced       []cache.InformerSynced
 	queue        workqueue.TypedRateLimitingInterface[string]
 	expectations *expectations
-	events       record.EventRecorder
-	broadcaster  record.EventBroadcaster
+	events       *controller.Events
 	now          func() time.Time
 }
 
 // New builds the controller on the shared informers.
 func New(c controller.Context) (func(context.Context), error) {
+	workloop.RegisterMetrics()
 	rsInformer := c.Informers.Apps().V1().ReplicaSets()
 	podInformer := c.Informers.Core().V1().Pods()
-	broadcaster := record.NewBroadcaster()
 	rc := &Controller{
 		client:       c.Client,
 		rsLister:     rsInformer.Lister(),
 		podLister:    podInformer.Lister(),
 		synced:       []cache.InformerSynced{rsInformer.Informer().HasSynced, podInformer.Informer().HasSynced},
-		queue:        workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](), workqueue.TypedRateLimitingQueueConfig[string]{Name: "replicaset"}),
+		queue:        workloop.NewQueue("replicaset"),
 		expectations: newExpectations(),
-		broadcaster:  broadcaster,
-		events:       broadcaster.NewRecorder(clientgoscheme.Scheme, corev1.EventSource{Component: "replicaset-controller"}),
+		events:       controller.NewEvents(c.Client, "replicaset-controller"),
 		now:          time.Now,
 	}
 	if _, err := rsInformer.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
@@ -97,33 +90,13 @@ func New(c controller.Context) (func(context.Context), error) {
 
 // Run syncs ReplicaSets until ctx ends.
 func (rc *Controller) Run(ctx context.Context) {
-	defer utilruntime.HandleCrash()
-	defer rc.queue.ShutDown()
-	rc.broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: rc.client.CoreV1().Events("")})
-	defer rc.broadcaster.Shutdown()
+	defer rc.events.Start()()
 	if !cache.WaitForCacheSync(ctx.Done(), rc.synced...) {
+		rc.queue.ShutDown()
 		return
 	}
-	for range workers {
-		go wait.UntilWithContext(ctx, rc.work, time.Second)
-	}
-	<-ctx.Done()
-}
-
-func (rc *Controller) work(ctx context.Context) {
-	for {
-		key, quit := rc.queue.Get()
-		if quit {
-			return
-		}
-		if err := rc.sync(ctx, key); err != nil {
-			klog.V(2).InfoS("Syncing ReplicaSet failed; retrying", "replicaset", key, "err", err)
-			rc.queue.AddRateLimited(key)
-		} else {
-			rc.queue.Forget(key)
-		}
-		rc.queue.Done(key)
-	}
+	loop := &workloop.Loop{Name: "replicaset", Workers: workers, Queue: rc.queue, Sync: rc.sync}
+	loop.Run(ctx)
 }
 
 func (rc *Controller) enqueueRS(obj any) {

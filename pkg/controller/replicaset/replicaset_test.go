@@ -19,6 +19,8 @@ import (
 	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/ptr"
+
+	"github.com/svcplane/svcplane/pkg/controller"
 )
 
 var now = time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
@@ -151,7 +153,7 @@ func TestExpectationsPreventDoubleCreation(t *testing.T) {
 		podLister:    factory.Core().V1().Pods().Lister(),
 		expectations: newExpectations(),
 		queue:        workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[string]()),
-		events:       record.NewFakeRecorder(100),
+		events:       &controller.Events{EventRecorder: record.NewFakeRecorder(100)},
 		now:          func() time.Time { return now },
 	}
 	if err := factory.Apps().V1().ReplicaSets().Informer().GetIndexer().Add(rs); err != nil {
