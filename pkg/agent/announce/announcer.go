@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -23,28 +24,58 @@ type Config struct {
 	// NodeIP selects the interface announced on: the one holding it.
 	NodeIP netip.Addr
 	// NodeGracePeriod is how old a Node's Ready heartbeat may be before its addresses move
-	// to another node (the agent passes 3 heartbeat intervals).
+	// to another node (the agent passes 3 heartbeat intervals). It is the slow path: a
+	// stopped agent is noticed by its beacons long before (BeaconInterval).
 	NodeGracePeriod time.Duration
+	// BeaconInterval is how often this agent broadcasts that it is alive (see beacon.go);
+	// the others count it alive for BeaconHoldIntervals of them. Default 300 ms.
+	BeaconInterval time.Duration
+	// StrictARP sets the interface's arp_ignore and arp_announce so that the kernel itself
+	// answers no ARP for Service addresses (see strictarp.go). The agent turns it on.
+	StrictARP bool
 }
 
-// Run announces this node's share of the LoadBalancer addresses until ctx ends.
+// BeaconHoldIntervals is how many beacon intervals a peer counts alive after its last beacon:
+// three may be lost or late before its addresses move.
+const BeaconHoldIntervals = 4
+
+// DefaultBeaconInterval gives a killed agent's addresses a new node 0.9–1.2 s after it dies.
+const DefaultBeaconInterval = 300 * time.Millisecond
+
+// Run announces this node's share of the LoadBalancer addresses until ctx ends; then it stops
+// answering and tells the other agents, so that they take its addresses over at once.
 func Run(ctx context.Context, cfg Config) error {
+	if cfg.BeaconInterval <= 0 {
+		cfg.BeaconInterval = DefaultBeaconInterval
+	}
 	iface, err := interfaceWith(cfg.NodeIP)
 	if err != nil {
 		return err
 	}
-	conn, err := openARP(iface)
+	if cfg.StrictARP {
+		changed, err := ensureStrictARP(iface.Name)
+		if err != nil {
+			return err
+		}
+		if len(changed) > 0 {
+			klog.InfoS("made the kernel answer ARP only for the interface's own addresses", "set", changed)
+		}
+	}
+	arp, err := openARP(iface)
 	if err != nil {
 		return err
 	}
-	a := &announcer{cfg: cfg, conn: conn, iface: iface, nudge: make(chan struct{}, 1)}
+	defer arp.Close()
+	beacons, err := openPacket(iface, beaconEtherType)
+	if err != nil {
+		return err
+	}
+	defer beacons.Close()
+	a := &announcer{cfg: cfg, conn: arp, beacons: beacons, iface: iface, peers: newPeers(), nudge: make(chan struct{}, 1),
+		unheardSince: map[string]time.Time{}}
 	a.owned.Store(&map[netip.Addr]bool{})
-	go func() {
-		<-ctx.Done()
-		conn.Close()
-	}()
 	go a.answer()
-
+	go a.listen()
 	factory := informers.NewSharedInformerFactory(cfg.Client, 0)
 	handler := cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(any) { a.poke() },
@@ -61,13 +92,45 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	factory.Start(ctx.Done())
 	defer factory.Shutdown()
+	// Peers learn of this agent only from its beacons, so it beacons while its informers
+	// sync, just not as a candidate yet. Deferred after the factory's shutdown so that it
+	// runs first: the peers hear of the stop without waiting for the informers to wind down.
+	beaconDone := make(chan struct{})
+	stopBeacons := make(chan struct{})
+	go func() {
+		defer close(beaconDone)
+		a.beaconLoop(stopBeacons)
+	}()
+	defer func() {
+		// Stop answering first, then say so: a peer taking an address over must not race
+		// this node's last answers.
+		a.owned.Store(&map[netip.Addr]bool{})
+		close(stopBeacons)
+		<-beaconDone
+		a.leave()
+	}()
+	// Listen for a whole hold before claiming anything: until then a restarted agent has not
+	// heard the peers that are alive, and would take all their addresses.
+	warmUp := time.NewTimer(a.hold())
+	defer warmUp.Stop()
 	if !cache.WaitForCacheSync(ctx.Done(), svcInf.Informer().HasSynced, sliceInf.Informer().HasSynced, nodeInf.Informer().HasSynced) {
-		return ctx.Err()
+		return nil
 	}
-	klog.InfoS("announcing LoadBalancer addresses by ARP", "interface", iface.Name, "mac", iface.HardwareAddr)
-	// Heartbeats age without any event, so the choice is also redone every second.
+	select {
+	case <-ctx.Done():
+		return nil
+	case <-warmUp.C:
+	}
+	a.candidate.Store(true)
+	a.sendBeacon() // tell the peers at once, rather than at the next tick
+	klog.InfoS("announcing LoadBalancer addresses by ARP", "interface", iface.Name, "mac", iface.HardwareAddr,
+		"beaconInterval", cfg.BeaconInterval, "hold", a.hold())
+	// Node heartbeats age without any event, so the choice is also redone every second;
+	// a peer's beacon running out wakes it exactly then.
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
+	expiry := time.NewTimer(time.Hour)
+	defer expiry.Stop()
 	for {
 		services, _ := svcInf.Lister().List(labels.Everything())
 		allSlices, _ := sliceInf.Lister().List(labels.Everything())
@@ -80,28 +143,117 @@ func Run(ctx context.Context, cfg Config) error {
 			}
 		}
 		now := time.Now()
+		live, nextExpiry := a.peers.live(now)
 		for _, n := range nodes {
-			if nodeReady(n, now, cfg.NodeGracePeriod) {
+			heard := n.Name == cfg.NodeName || slices.Contains(live, n.Name)
+			ready := nodeReady(n, now, cfg.NodeGracePeriod)
+			if heard && ready {
 				st.ReadyNodes = append(st.ReadyNodes, n.Name)
 			}
+			a.noteUnheard(n.Name, ready && !heard, now)
 		}
 		a.sync(Assignments(st))
+		if !nextExpiry.IsZero() {
+			expiry.Reset(nextExpiry.Sub(now))
+		}
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-a.nudge:
 		case <-tick.C:
+		case <-expiry.C:
 		}
 	}
 }
 
 type announcer struct {
-	cfg   Config
-	conn  *arpConn
-	iface *net.Interface
-	nudge chan struct{}
+	cfg     Config
+	conn    *packetConn // ARP
+	beacons *packetConn
+	iface   *net.Interface
+	peers   *peers
+	nudge   chan struct{}
+	// candidate is set once this agent may be chosen; its beacons say so.
+	candidate atomic.Bool
 	// owned are the addresses this node answers for; replaced whole by sync, read by answer.
 	owned atomic.Pointer[map[netip.Addr]bool]
+	// unheardSince: Ready Nodes not heard, since when (zero once warned); Run's loop only.
+	unheardSince map[string]time.Time
+}
+
+// noteUnheard warns once about a node whose agent keeps its Node Ready for longer than the
+// grace period while its announcer stays silent on this segment: it announces nothing (turned
+// off, or on another segment), or the network drops the beacons' EtherType, in which case it
+// believes itself alone and answers for addresses another node answers for too.
+func (a *announcer) noteUnheard(node string, unheard bool, now time.Time) {
+	if !unheard {
+		delete(a.unheardSince, node)
+		return
+	}
+	since, seen := a.unheardSince[node]
+	if !seen {
+		a.unheardSince[node] = now
+		return
+	}
+	if !since.IsZero() && now.Sub(since) > a.cfg.NodeGracePeriod {
+		klog.InfoS("a Ready node's announcer is not heard, so it is no candidate for LoadBalancer addresses: it has announcing turned off or is on another segment, or the network drops EtherType 0x88b5 (then it answers ARP for addresses this node answers for too)",
+			"node", node, "interface", a.iface.Name, "silentFor", now.Sub(since).Round(time.Second))
+		a.unheardSince[node] = time.Time{} // warned
+	}
+}
+
+func (a *announcer) hold() time.Duration { return BeaconHoldIntervals * a.cfg.BeaconInterval }
+
+func (a *announcer) beaconLoop(stop <-chan struct{}) {
+	tick := time.NewTicker(a.cfg.BeaconInterval)
+	defer tick.Stop()
+	for {
+		a.sendBeacon()
+		select {
+		case <-stop:
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+func (a *announcer) sendBeacon() {
+	b := beacon{node: a.cfg.NodeName, candidate: a.candidate.Load(), hold: a.hold()}
+	if err := a.beacons.sendRaw(b.marshal(), broadcastMAC); err != nil {
+		klog.ErrorS(err, "broadcasting the announcer's beacon")
+	}
+}
+
+// leave tells the peers that this agent announces nothing any more. Twice, since a lost
+// frame would cost the others a whole hold.
+func (a *announcer) leave() {
+	b := beacon{node: a.cfg.NodeName}
+	for range 2 {
+		if err := a.beacons.sendRaw(b.marshal(), broadcastMAC); err != nil {
+			klog.ErrorS(err, "broadcasting the announcer's leaving beacon")
+			return
+		}
+	}
+	klog.InfoS("stopped announcing LoadBalancer addresses and told the other nodes")
+}
+
+// listen records the peers' beacons until the socket closes.
+func (a *announcer) listen() {
+	for {
+		p, err := a.beacons.receiveRaw()
+		if err != nil {
+			klog.V(2).InfoS("beacon listener stopped", "err", err)
+			return
+		}
+		b, ok := parseBeacon(p)
+		if !ok || b.node == a.cfg.NodeName {
+			continue
+		}
+		if a.peers.heard(b, time.Now()) {
+			klog.V(2).InfoS("announcer peer changed", "node", b.node, "candidate", b.candidate, "hold", b.hold)
+			a.poke()
+		}
+	}
 }
 
 func (a *announcer) poke() {

@@ -56,32 +56,38 @@ func parseARP(b []byte) (arpPacket, bool) {
 
 var broadcastMAC = net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
 
-// arpConn is an AF_PACKET datagram socket for ARP on one interface: the kernel adds and strips
-// the Ethernet header. It lives in the network namespace of the thread that opened it.
-type arpConn struct {
-	file  *os.File
-	iface *net.Interface
+// packetConn is an AF_PACKET datagram socket for one EtherType on one interface: the kernel
+// adds and strips the Ethernet header. It lives in the network namespace of the thread that
+// opened it.
+type packetConn struct {
+	file      *os.File
+	iface     *net.Interface
+	etherType uint16
 }
 
-func openARP(iface *net.Interface) (*arpConn, error) {
-	proto := htons(unix.ETH_P_ARP)
+func openARP(iface *net.Interface) (*packetConn, error) { return openPacket(iface, unix.ETH_P_ARP) }
+
+func openPacket(iface *net.Interface, etherType uint16) (*packetConn, error) {
+	proto := htons(etherType)
 	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, int(proto))
 	if err != nil {
-		return nil, fmt.Errorf("opening an ARP socket: %w", err)
+		return nil, fmt.Errorf("opening a packet socket for EtherType %#04x: %w", etherType, err)
 	}
 	if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: proto, Ifindex: iface.Index}); err != nil {
 		unix.Close(fd)
-		return nil, fmt.Errorf("binding the ARP socket to %s: %w", iface.Name, err)
+		return nil, fmt.Errorf("binding the packet socket for EtherType %#04x to %s: %w", etherType, iface.Name, err)
 	}
 	// A non-blocking descriptor in an os.File goes through the runtime's poller, so Close
 	// wakes a pending read and deadlines work.
-	return &arpConn{file: os.NewFile(uintptr(fd), "arp:"+iface.Name), iface: iface}, nil
+	name := fmt.Sprintf("packet:%s:%#04x", iface.Name, etherType)
+	return &packetConn{file: os.NewFile(uintptr(fd), name), iface: iface, etherType: etherType}, nil
 }
 
-func (c *arpConn) Close() error { return c.file.Close() }
+func (c *packetConn) Close() error { return c.file.Close() }
 
-func (c *arpConn) send(p arpPacket, to net.HardwareAddr) error {
-	sa := &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ARP), Ifindex: c.iface.Index, Halen: 6}
+// sendRaw sends payload to the Ethernet address to.
+func (c *packetConn) sendRaw(payload []byte, to net.HardwareAddr) error {
+	sa := &unix.SockaddrLinklayer{Protocol: htons(c.etherType), Ifindex: c.iface.Index, Halen: 6}
 	copy(sa.Addr[:], to)
 	raw, err := c.file.SyscallConn()
 	if err != nil {
@@ -89,7 +95,7 @@ func (c *arpConn) send(p arpPacket, to net.HardwareAddr) error {
 	}
 	var sendErr error
 	err = raw.Write(func(fd uintptr) bool {
-		sendErr = unix.Sendto(int(fd), p.marshal(), 0, sa)
+		sendErr = unix.Sendto(int(fd), payload, 0, sa)
 		return !errors.Is(sendErr, unix.EAGAIN)
 	})
 	if err != nil {
@@ -98,11 +104,12 @@ func (c *arpConn) send(p arpPacket, to net.HardwareAddr) error {
 	return sendErr
 }
 
-// receive returns the next ARP packet the interface received (not ones it sent).
-func (c *arpConn) receive() (arpPacket, error) {
+// receiveRaw returns the payload of the next frame the interface received (not ones this host
+// sent), in a fresh slice.
+func (c *packetConn) receiveRaw() ([]byte, error) {
 	raw, err := c.file.SyscallConn()
 	if err != nil {
-		return arpPacket{}, err
+		return nil, err
 	}
 	buf := make([]byte, 1500)
 	for {
@@ -114,15 +121,28 @@ func (c *arpConn) receive() (arpPacket, error) {
 			return !errors.Is(recvErr, unix.EAGAIN)
 		})
 		if err != nil {
-			return arpPacket{}, err
+			return nil, err
 		}
 		if recvErr != nil {
-			return arpPacket{}, recvErr
+			return nil, recvErr
 		}
 		if ll, ok := from.(*unix.SockaddrLinklayer); ok && ll.Pkttype == unix.PACKET_OUTGOING {
 			continue
 		}
-		if p, ok := parseARP(buf[:n]); ok {
+		return buf[:n], nil
+	}
+}
+
+func (c *packetConn) send(p arpPacket, to net.HardwareAddr) error { return c.sendRaw(p.marshal(), to) }
+
+// receive returns the next ARP packet the interface received (not ones it sent).
+func (c *packetConn) receive() (arpPacket, error) {
+	for {
+		b, err := c.receiveRaw()
+		if err != nil {
+			return arpPacket{}, err
+		}
+		if p, ok := parseARP(b); ok {
 			return p, nil
 		}
 	}

@@ -1,9 +1,12 @@
 // Package announce makes LoadBalancer addresses reachable on the node network in L2 mode: for
 // every IPv4 address in a LoadBalancer Service's status.loadBalancer.ingress (ipMode VIP or
 // unset) exactly one node, chosen the same way by every agent from the API's Nodes, Services
-// and EndpointSlices, answers ARP requests for it with the MAC of its node interface (the one
-// holding --node-ip), and sends a gratuitous ARP when it takes an address over. The proxy on
-// that node then accepts the traffic. IPv6 (NDP) is not announced yet.
+// and EndpointSlices and from which agents are alive, answers ARP requests for it with the MAC
+// of its node interface (the one holding --node-ip), and sends a gratuitous ARP when it takes
+// an address over. The proxy on that node then accepts the traffic. Agents learn who is alive
+// from each other's beacons on that interface (beacon.go), so an address moves within about a
+// second when its node's agent dies, at once when it stops cleanly. IPv6 (NDP) is not
+// announced yet.
 package announce
 
 import (
@@ -39,9 +42,10 @@ func chooseNode(ip netip.Addr, candidates []string) string {
 	return best
 }
 
-// nodeReady says whether node may announce at now: Ready is True and its heartbeat is younger
-// than grace. Nothing in svcplane turns a silent Node NotReady, so a stopped agent is noticed
-// by its heartbeat's age.
+// nodeReady says whether node may announce at now, as far as the API tells: Ready is True and
+// its heartbeat is younger than grace (nothing in svcplane turns a silent Node NotReady). A
+// stopped agent is noticed far sooner by its missing beacons; this covers a node whose agent
+// still beacons but no longer reaches the API server.
 func nodeReady(node *corev1.Node, now time.Time, grace time.Duration) bool {
 	if node.DeletionTimestamp != nil {
 		return false

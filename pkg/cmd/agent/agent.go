@@ -24,6 +24,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
 
+	"github.com/svcplane/svcplane/pkg/agent/announce"
 	"github.com/svcplane/svcplane/pkg/agent/netns"
 	"github.com/svcplane/svcplane/pkg/agent/pods"
 	"github.com/svcplane/svcplane/pkg/agent/runtime"
@@ -59,6 +60,8 @@ type Options struct {
 	// AnnounceLoadBalancers answers ARP for the LoadBalancer addresses this node is chosen
 	// for (package announce).
 	AnnounceLoadBalancers bool
+	// AnnounceBeaconInterval is how often the announcer tells the other nodes it is alive.
+	AnnounceBeaconInterval time.Duration
 
 	nodeIP netip.Addr
 }
@@ -67,7 +70,8 @@ type Options struct {
 func NewCommand() *cobra.Command {
 	o := &Options{PodBridge: "cbr0", DataDir: "/var/lib/svcplane-agent", ClusterDNS: "10.96.0.10",
 		ClusterDomain: "cluster.local", HeartbeatInterval: 10 * time.Second, ProxyMode: "nftables", ClusterCIDR: "10.244.0.0/16",
-		ServiceCIDRs: []string{"10.96.0.0/12"}, AnnounceLoadBalancers: true}
+		ServiceCIDRs: []string{"10.96.0.0/12"}, AnnounceLoadBalancers: true,
+		AnnounceBeaconInterval: announce.DefaultBeaconInterval}
 	cmd := &cobra.Command{
 		Use:   "agent",
 		Short: "Run the node agent: register the Node and run its Pods as processes in network namespaces",
@@ -157,6 +161,9 @@ func (o *Options) Validate() error {
 	}
 	if o.HeartbeatInterval <= 0 {
 		errs = append(errs, errors.New("--heartbeat-interval must be positive"))
+	}
+	if o.AnnounceBeaconInterval < 10*time.Millisecond || o.AnnounceBeaconInterval > 10*time.Second {
+		errs = append(errs, errors.New("--announce-beacon-interval must be between 10ms and 10s"))
 	}
 	if o.Netns != "" {
 		if err := cmdutil.InNamedNetns(o.Netns); err != nil {
@@ -261,12 +268,22 @@ func (o *Options) Run(ctx context.Context) error {
 	go func() { errc <- agent.Run(ctx) }()
 	go o.heartbeat(ctx, client)
 	go func() { errc <- o.runProxy(ctx, client) }()
-	go func() { errc <- o.runAnnouncer(ctx, client) }()
+	announcerDone := make(chan struct{})
+	go func() {
+		defer close(announcerDone)
+		errc <- o.runAnnouncer(ctx, client)
+	}()
 	klog.InfoS("agent running", "node", o.NodeName, "nodeIP", o.nodeIP, "podCIDR", podCIDR)
 	select {
 	case err := <-errc:
 		return err
 	case <-ctx.Done():
+		// The announcer's last act tells the other nodes to take its addresses over at once;
+		// exiting before it would leave them waiting for its beacons to run out.
+		select {
+		case <-announcerDone:
+		case <-time.After(time.Second):
+		}
 		return nil
 	}
 }

@@ -18,6 +18,7 @@ func (o *Options) addProxyFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.ClusterCIDR, "cluster-cidr", o.ClusterCIDR, "Pod address range of the cluster: the proxy masquerades Service traffic from outside it.")
 	fs.StringSliceVar(&o.ServiceCIDRs, "service-cluster-ip-range", o.ServiceCIDRs, "ClusterIP ranges, as the server's --service-cluster-ip-range (the userspace mode routes them locally).")
 	fs.BoolVar(&o.AnnounceLoadBalancers, "announce-load-balancers", o.AnnounceLoadBalancers, "Answer ARP on the --node-ip interface for the LoadBalancer addresses this node is chosen to announce (L2 mode).")
+	fs.DurationVar(&o.AnnounceBeaconInterval, "announce-beacon-interval", o.AnnounceBeaconInterval, "How often the announcer broadcasts on the --node-ip interface that it is alive; the other nodes take its LoadBalancer addresses over 4 intervals after its last beacon (at once when it stops cleanly).")
 	fs.StringVar(&o.Scheduler, "scheduler", o.Scheduler, "Userspace proxy mode: default scheduler (rr, wrr, lc, wlc, sed, nq, dh, sh, random).")
 }
 
@@ -53,15 +54,15 @@ func (o *Options) runProxy(ctx context.Context, client kubernetes.Interface) err
 }
 
 // runAnnouncer runs L2 announcement of LoadBalancer addresses until ctx ends. A node whose
-// agent stops stops answering at once; the others take its addresses over once its Ready
-// heartbeat is three intervals old.
+// agent stops stops answering at once and tells the other nodes, which take its addresses
+// over; a killed agent's addresses move when its beacons have been missing for 4 intervals.
 func (o *Options) runAnnouncer(ctx context.Context, client kubernetes.Interface) error {
 	if !o.AnnounceLoadBalancers {
 		<-ctx.Done()
 		return nil
 	}
 	err := announce.Run(ctx, announce.Config{Client: client, NodeName: o.NodeName, NodeIP: o.nodeIP,
-		NodeGracePeriod: 3 * o.HeartbeatInterval})
+		NodeGracePeriod: 3 * o.HeartbeatInterval, BeaconInterval: o.AnnounceBeaconInterval, StrictARP: true})
 	if err != nil {
 		return fmt.Errorf("announcing LoadBalancer addresses: %w", err)
 	}
