@@ -48,7 +48,7 @@ func dumpOf(t *testing.T, services ...testService) (*Proxier, string) {
 	if err := p.Sync(tr.Snapshot(), true); err != nil {
 		t.Fatal(err)
 	}
-	return p, p.Dump()
+	return p, p.commands()
 }
 
 func TestSourceRangesRules(t *testing.T) {
@@ -63,7 +63,7 @@ func TestSourceRangesRules(t *testing.T) {
 		name: "ranges filter the LB IP only, before NAT",
 		svc:  fenced([]string{"10.250.0.200/32", "192.0.2.0/24"}, false),
 		want: []string{
-			"add rule " + chain + " ip saddr 10.250.0.200/32 return",
+			"add rule " + chain + " ip saddr 10.250.0.200 return",
 			"add rule " + chain + " ip saddr 192.0.2.0/24 return",
 			"add rule " + chain + " drop",
 			"add element no-endpoint-services { 10.251.0.2 . tcp . 80 : goto " + chain + " }",
@@ -81,13 +81,13 @@ func TestSourceRangesRules(t *testing.T) {
 		svc:  fenced([]string{"10.250.0.0/24"}, false),
 		want: []string{
 			"add rule " + chain + " ip saddr 10.250.0.0/24 return",
-			"add rule " + chain + " ip saddr 10.251.0.2/32 return",
+			"add rule " + chain + " ip saddr 10.251.0.2 return",
 		},
 	}, {
 		name: "without endpoints allowed clients are rejected, others dropped",
 		svc:  fenced([]string{"10.250.0.200/32"}, true),
 		want: []string{
-			"add rule " + chain + " ip saddr 10.250.0.200/32 goto reject-no-endpoints",
+			"add rule " + chain + " ip saddr 10.250.0.200 goto reject-no-endpoints",
 			"add rule " + chain + " drop",
 			"add element no-endpoint-services { 10.251.0.2 . tcp . 80 : goto " + chain + " }",
 			"add element no-endpoint-services { 10.96.0.20 . tcp . 80 : goto reject-no-endpoints }",

@@ -2,10 +2,12 @@ package nftables
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"maps"
 	"net/netip"
 	"slices"
+	"strings"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
@@ -23,6 +25,9 @@ import (
 type netlinkKernel struct {
 	p    *Proxier
 	sock *batchSocket
+	// lister reads what the table holds before a full sync; its socket was opened in the
+	// node's namespace, like sock.
+	lister *nftables.Conn
 	// conn encodes one transaction's messages (see captureConn); msgs receives them.
 	conn *nftables.Conn
 	msgs []netlink.Message
@@ -38,7 +43,101 @@ func NewNetlinkKernel(p *Proxier) (Kernel, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &netlinkKernel{p: p, sock: sock}, nil
+	// The library dials from a goroutine of its own, which may run on any thread: name the
+	// namespace explicitly rather than trust the thread it lands on.
+	nsfd, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		sock.Close()
+		return nil, fmt.Errorf("opening this thread's network namespace: %w", err)
+	}
+	defer unix.Close(nsfd)
+	lister, err := nftables.New(nftables.WithNetNSFd(nsfd), nftables.AsLasting())
+	if err != nil {
+		sock.Close()
+		return nil, fmt.Errorf("opening a netlink socket to list the ruleset: %w", err)
+	}
+	return &netlinkKernel{p: p, sock: sock, lister: lister}, nil
+}
+
+// tableObjects are the chains and sets our table holds in the kernel.
+type tableObjects struct {
+	exists bool
+	chains []string
+	sets   []*nftables.Set
+}
+
+// listTable reads the names of our table's chains and sets (not their contents: a few
+// dozen objects however many Services there are, plus two per affinity endpoint).
+func (k *netlinkKernel) listTable(t *nftables.Table) (tableObjects, error) {
+	var objs tableObjects
+	if _, err := k.lister.ListTableOfFamily(t.Name, t.Family); err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			return objs, nil
+		}
+		return objs, fmt.Errorf("looking up table %s: %w", t.Name, err)
+	}
+	objs.exists = true
+	chains, err := k.lister.ListChainsOfTableFamily(t.Family)
+	if err != nil {
+		return objs, fmt.Errorf("listing chains: %w", err)
+	}
+	for _, c := range chains {
+		if c.Table != nil && c.Table.Name == t.Name {
+			objs.chains = append(objs.chains, c.Name)
+		}
+	}
+	sets, err := k.lister.GetSets(t)
+	if err != nil {
+		return objs, fmt.Errorf("listing sets: %w", err)
+	}
+	for _, s := range sets {
+		// Anonymous sets belong to their rule and go with it.
+		if !strings.HasPrefix(s.Name, "__") {
+			objs.sets = append(objs.sets, s)
+		}
+	}
+	return objs, nil
+}
+
+// clearForFullSync empties the existing table for a full rebuild in the same transaction,
+// keeping the affinity sets that the new plans use with the same timeout: their elements
+// are the clients currently pinned to an endpoint, which a rebuild (the periodic resync,
+// or a restarted proxy) must not forget. Everything else goes: rules first (they hold
+// references to sets and chains), then sets and maps (map elements hold references to
+// chains), then the chains nobody re-adds. Kept chains are only flushed, so base chains
+// stay registered on their hooks.
+func (k *netlinkKernel) clearForFullSync(t *nftables.Table, objs tableObjects, tx *transaction, bases []baseChain) {
+	c := k.conn
+	keepSets := map[string]*nftables.Set{}
+	keepChains := map[string]bool{}
+	for _, b := range bases {
+		keepChains[b.name] = true
+	}
+	for _, sc := range tx.shared {
+		keepChains[sc.name()] = true
+	}
+	for _, pl := range tx.plans {
+		for _, s := range pl.affinitySets {
+			keepSets[s.Name] = s
+		}
+		for _, ch := range pl.chains {
+			keepChains[ch.name] = true
+		}
+	}
+	for _, name := range objs.chains {
+		c.FlushChain(&nftables.Chain{Name: name, Table: t})
+	}
+	for _, s := range objs.sets {
+		if want, ok := keepSets[s.Name]; ok && want.Timeout == s.Timeout && s.HasTimeout {
+			continue
+		}
+		c.DelSet(&nftables.Set{Name: s.Name, Table: t})
+	}
+	for _, name := range objs.chains {
+		if !keepChains[name] {
+			c.DelChain(&nftables.Chain{Name: name, Table: t})
+		}
+	}
 }
 
 func (k *netlinkKernel) table() *nftables.Table {
@@ -68,18 +167,25 @@ func (k *netlinkKernel) Apply(tx *transaction) error {
 	// before the elements: a rule that looks up a map makes the kernel check each element
 	// already in it, so adding elements last keeps that check to the few shared rules.
 	if tx.full {
-		// Add-then-delete makes the delete valid whether or not the table exists; the
-		// whole rebuild is one transaction, so packets see the old or the new table, never
-		// an empty one, and conntrack entries (established connections) are untouched.
-		c.AddTable(t)
-		c.DelTable(t)
-		c.AddTable(t)
+		// The whole rebuild is one transaction, so packets see the old or the new rules,
+		// never none, and conntrack entries (established connections) are untouched. An
+		// existing table is emptied object by object, keeping affinity sets; if it cannot
+		// be listed, it is replaced whole (add-then-delete makes the delete valid whether or
+		// not it exists), which forgets affinity.
+		bases, baseRules := k.p.baseChains()
+		if objs, err := k.listTable(t); err == nil {
+			c.AddTable(t)
+			k.clearForFullSync(t, objs, tx, bases)
+		} else {
+			c.AddTable(t)
+			c.DelTable(t)
+			c.AddTable(t)
+		}
 		for _, s := range named {
 			if err := c.AddSet(s, nil); err != nil {
 				return err
 			}
 		}
-		bases, baseRules := k.p.baseChains()
 		for _, b := range bases {
 			ch := &nftables.Chain{Name: b.name, Table: t}
 			if b.hook != nil {

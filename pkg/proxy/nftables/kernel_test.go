@@ -111,11 +111,22 @@ func TestKernelScale(t *testing.T) {
 			times = append(times, time.Since(s))
 		}
 		med := median(times)
-		t.Logf("%d Services × 10 endpoints: full sync %v (Snapshot %v + Sync %v); one change: median %v over 20 (Snapshot median %v)",
+		// The periodic resync (and a restarted proxy's first sync): a full sync over the
+		// existing table, emptied in place in the same transaction.
+		s := time.Now()
+		if err := p.Sync(tr.Snapshot(), true); err != nil {
+			t.Errorf("full resync: %v", err)
+			return
+		}
+		resync := time.Since(s)
+		t.Logf("%d Services × 10 endpoints: full sync %v (Snapshot %v + Sync %v); one change: median %v over 20 (Snapshot median %v); full resync over the existing table %v",
 			scaleN(), full.Round(time.Millisecond), snapDur.Round(time.Millisecond), syncDur.Round(time.Millisecond),
-			med.Round(10*time.Microsecond), median(snapTimes).Round(10*time.Microsecond))
+			med.Round(10*time.Microsecond), median(snapTimes).Round(10*time.Microsecond), resync.Round(time.Millisecond))
 		if full > time.Second {
 			t.Errorf("full sync took %v, bar is 1s", full)
+		}
+		if resync > time.Second {
+			t.Errorf("full resync took %v, bar is 1s", resync)
 		}
 		if med > 20*time.Millisecond {
 			t.Errorf("one-change sync median %v, bar is 20ms", med)

@@ -773,13 +773,16 @@ func (p *Proxier) baseChains() ([]baseChain, map[string][]rule) {
 		{name: "nat-postrouting", typ: nftables.ChainTypeNAT, hook: nftables.ChainHookPostrouting, priority: prio(100)},
 	}
 	rules := map[string][]rule{
-		chainMark:           {ruleSetMark()},
-		chainMasquerading:   {ruleMasqueradeMarked(), ruleMasqueradeHairpin(f, d.hairpin)},
-		chainServices:       {ruleServiceIPs(f, d.serviceIPs, false), ruleNodePorts(f, d.nodePortIPs, d.nodePorts, false)},
-		chainReject:         {ruleReject(f, true), ruleReject(f, false)},
-		chainRejectCheck:    {ruleServiceIPs(f, d.noEPIPs, true), ruleNodePorts(f, d.nodePortIPs, d.noEPNodePorts, true)},
-		"filter-prerouting": {ruleJump(vJump, chainRejectCheck)},
-		"filter-output":     {ruleJump(vJump, chainRejectCheck)},
+		chainMark:         {ruleSetMark()},
+		chainMasquerading: {ruleMasqueradeMarked(), ruleMasqueradeHairpin(f, d.hairpin)},
+		chainServices:     {ruleServiceIPs(f, d.serviceIPs, false), ruleNodePorts(f, d.nodePortIPs, d.nodePorts, false)},
+		chainReject:       {ruleReject(f, true), ruleReject(f, false)},
+		chainRejectCheck:  {ruleServiceIPs(f, d.noEPIPs, true), ruleNodePorts(f, d.nodePortIPs, d.noEPNodePorts, true)},
+		// Rejecting only new flows keeps the per-packet cost of established traffic at one
+		// conntrack lookup, and lets a connection that is already open finish on its old
+		// endpoint while the Service has none for newcomers.
+		"filter-prerouting": {ruleNewJump(vJump, chainRejectCheck)},
+		"filter-output":     {ruleNewJump(vJump, chainRejectCheck)},
 		"nat-prerouting":    {ruleJump(vJump, chainServices)},
 		"nat-output":        {ruleJump(vJump, chainServices)},
 		"nat-postrouting":   {ruleJump(vJump, chainMasquerading)},
@@ -787,14 +790,15 @@ func (p *Proxier) baseChains() ([]baseChain, map[string][]rule) {
 	return chains, rules
 }
 
-// Dump renders the whole programmed table as nft-like text, sorted, for tests and debugging.
-func (p *Proxier) Dump() string {
+// commands renders the programmed table as one nft command per rule and element, sorted;
+// tests look for single lines in it. Dump (render.go) is the listing-shaped view.
+func (p *Proxier) commands() string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.render(p.programmed)
+	return p.renderCommands(p.programmed)
 }
 
-func (p *Proxier) render(plans map[proxy.ServicePortName]*servicePlan) string {
+func (p *Proxier) renderCommands(plans map[proxy.ServicePortName]*servicePlan) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "table %s %s\n", p.family.name, TableName)
 	bases, baseRules := p.baseChains()

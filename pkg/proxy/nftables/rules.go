@@ -3,6 +3,7 @@ package nftables
 import (
 	"encoding/binary"
 	"fmt"
+	"math/big"
 	"net/netip"
 	"strings"
 	"time"
@@ -17,7 +18,7 @@ import (
 // below, each of which produces three views of the same rule: the nft text (tests, debugging,
 // `svcplane proxy --dump`), the netlink expressions the kernel receives, and an evaluator for
 // our packet tracer. Keeping the three in one place is what keeps them in agreement; the
-// kernel test in proxier_kernel_test.go checks the text against `nft list` of what we sent.
+// kernel test TestKernelListingMatchesDump checks the text against `nft list` of what we sent.
 
 // masqueradeBit is the packet mark meaning "masquerade this in postrouting" (kube-proxy's).
 const masqueradeBit = 0x4000
@@ -49,6 +50,7 @@ type packet struct {
 	proto       uint8
 	dport       uint16
 	srcIsLocal  bool // fib saddr type local
+	established bool // conntrack already tracks the flow (ct state is not new)
 	mark        uint32
 	dnatTargets []netip.AddrPort
 }
@@ -66,6 +68,9 @@ type rule struct {
 	build func(anon []*nftables.Set) []expr.Any
 	// eval returns whether the rule matched and its verdict; it may change p (mark, dnat).
 	eval func(p *packet, t *tables) (bool, verdictKind, string)
+	// branches, when set, are every chain a matching rule may go to (a random choice):
+	// the tracer follows each, eval's verdict names only the first.
+	branches []string
 }
 
 // tables gives the tracer the named sets the rules look into.
@@ -188,6 +193,24 @@ func ruleJump(kind verdictKind, chain string) rule {
 	}
 }
 
+// ruleNewJump: `ct state new jump|goto CHAIN` — only a flow's first packet is checked; later
+// ones follow the decision conntrack already made for it.
+func ruleNewJump(kind verdictKind, chain string) rule {
+	return rule{
+		text: "ct state new " + verdictText(kind, chain),
+		build: func([]*nftables.Set) []expr.Any {
+			return []expr.Any{
+				&expr.Ct{Register: reg1, Key: expr.CtKeySTATE},
+				&expr.Bitwise{SourceRegister: reg1, DestRegister: reg1, Len: 4,
+					Mask: binaryutil.NativeEndian.PutUint32(expr.CtStateBitNEW), Xor: make([]byte, 4)},
+				&expr.Cmp{Op: expr.CmpOpNeq, Register: reg1, Data: make([]byte, 4)},
+				verdictExpr(kind, chain),
+			}
+		},
+		eval: func(p *packet, _ *tables) (bool, verdictKind, string) { return !p.established, kind, chain },
+	}
+}
+
 // ruleSaddrPrefix: `ip saddr [!=] PREFIX jump|goto CHAIN`.
 func ruleSaddrPrefix(f family, prefix netip.Prefix, negate bool, kind verdictKind, chain string) rule {
 	op, opText := expr.CmpOpEq, ""
@@ -198,8 +221,12 @@ func ruleSaddrPrefix(f family, prefix netip.Prefix, negate bool, kind verdictKin
 	for i := 0; i < prefix.Bits(); i++ {
 		mask[i/8] |= 0x80 >> (i % 8)
 	}
+	match := prefix.String()
+	if prefix.IsSingleIP() {
+		match = prefix.Addr().String() // as nft prints a full-length prefix
+	}
 	return rule{
-		text: fmt.Sprintf("%s saddr %s%s %s", f.name, opText, prefix, verdictText(kind, chain)),
+		text: fmt.Sprintf("%s saddr %s%s %s", f.name, opText, match, verdictText(kind, chain)),
 		build: func([]*nftables.Set) []expr.Any {
 			return []expr.Any{
 				loadSaddr(f, reg1),
@@ -232,7 +259,7 @@ func ruleSrcLocal(kind verdictKind, chain string) rule {
 // ruleSetMark: `meta mark set meta mark | 0x4000`.
 func ruleSetMark() rule {
 	return rule{
-		text: fmt.Sprintf("meta mark set meta mark | %#x", masqueradeBit),
+		text: fmt.Sprintf("meta mark set meta mark | %s", markText(masqueradeBit)),
 		build: func([]*nftables.Set) []expr.Any {
 			return []expr.Any{
 				&expr.Meta{Key: expr.MetaKeyMARK, Register: reg1},
@@ -252,7 +279,7 @@ func ruleSetMark() rule {
 // because port allocation collisions across nodes otherwise drop SYNs (kube-proxy #80536).
 func ruleMasqueradeMarked() rule {
 	return rule{
-		text: fmt.Sprintf("meta mark & %#x != 0 masquerade fully-random", masqueradeBit),
+		text: fmt.Sprintf("meta mark & %s != %s masquerade fully-random", markText(masqueradeBit), markText(0)),
 		build: func([]*nftables.Set) []expr.Any {
 			return []expr.Any{
 				&expr.Meta{Key: expr.MetaKeyMARK, Register: reg1},
@@ -354,7 +381,8 @@ func ruleReject(f family, tcp bool) rule {
 	}
 	if tcp {
 		return rule{
-			text: "meta l4proto tcp reject with tcp reset",
+			// nft folds the protocol match into the reject when printing.
+			text: "reject with tcp reset",
 			build: func([]*nftables.Set) []expr.Any {
 				return []expr.Any{loadL4proto(reg1),
 					&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: []byte{unix.IPPROTO_TCP}},
@@ -377,7 +405,7 @@ func ruleReject(f family, tcp bool) rule {
 // ruleDNAT: `dnat ip to ADDR:PORT`, the last rule of an affinity Service's endpoint chain.
 func ruleDNAT(f family, t netip.AddrPort) rule {
 	return rule{
-		text: fmt.Sprintf("dnat %s to %s", f.name, t),
+		text: fmt.Sprintf("dnat to %s", t),
 		build: func([]*nftables.Set) []expr.Any {
 			return []expr.Any{
 				&expr.Immediate{Register: reg1, Data: t.Addr().AsSlice()},
@@ -418,7 +446,8 @@ func frontendAddr(f family, nodePort bool, dst netip.Addr) netip.Addr {
 func ruleDNATShared(f family, n uint32, nodePort bool, m *nftables.Set) rule {
 	daddr := f.name + " daddr"
 	if nodePort {
-		daddr = frontendAddr(f, true, netip.Addr{}).String()
+		// An immediate carries no type, so nft prints the unspecified address as a number.
+		daddr = untypedText(frontendAddr(f, true, netip.Addr{}).AsSlice())
 	}
 	return rule{
 		text: fmt.Sprintf("dnat %s to %s . meta l4proto . th dport . numgen random mod %d map @%s", f.name, daddr, n, m.Name),
@@ -457,7 +486,7 @@ func ruleDNATShared(f family, n uint32, nodePort bool, m *nftables.Set) rule {
 func ruleNumgenGotoRange(chains []string, id, base uint32, endpointChains *nftables.Set) rule {
 	n := uint32(len(chains))
 	return rule{
-		text: fmt.Sprintf("%#x . numgen random mod %d offset %d vmap @%s", id, n, base, endpointChains.Name),
+		text: fmt.Sprintf("%s . numgen random mod %d%s vmap @%s", untypedText(binaryutil.NativeEndian.PutUint32(id)), n, offsetText(base), endpointChains.Name),
 		build: func([]*nftables.Set) []expr.Any {
 			return []expr.Any{
 				&expr.Immediate{Register: reg32a, Data: binaryutil.NativeEndian.PutUint32(id)},
@@ -466,9 +495,9 @@ func ruleNumgenGotoRange(chains []string, id, base uint32, endpointChains *nftab
 			}
 		},
 		eval: func(*packet, *tables) (bool, verdictKind, string) {
-			// The tracer follows the first; tests of affinity services look at the chains.
 			return true, vGoto, chains[0]
 		},
+		branches: chains,
 	}
 }
 
@@ -489,11 +518,51 @@ func ruleAffinityCheck(f family, set *nftables.Set, chain string) rule {
 // ruleAffinityUpdate: `update @SET { ip saddr }` — (re)start the client's timeout.
 func ruleAffinityUpdate(f family, set *nftables.Set, timeout time.Duration) rule {
 	return rule{
-		text: fmt.Sprintf("update @%s { %s saddr }", set.Name, f.name),
+		text: fmt.Sprintf("update @%s { %s saddr timeout %s }", set.Name, f.name, durationText(timeout)),
 		build: func([]*nftables.Set) []expr.Any {
 			return []expr.Any{loadSaddr(f, reg1),
 				&expr.Dynset{SrcRegKey: reg1, SetName: set.Name, SetID: set.ID, Operation: unix.NFT_DYNSET_OP_UPDATE, Timeout: timeout}}
 		},
 		eval: func(*packet, *tables) (bool, verdictKind, string) { return true, vContinue, "" },
 	}
+}
+
+// The helpers below spell values the way `nft list` prints them, so that rule texts match the
+// kernel's listing (TestKernelListingMatchesDump).
+
+// markText is a mark as nft prints it: 32-bit hex, zero-padded.
+func markText(v uint32) string { return fmt.Sprintf("0x%08x", v) }
+
+// untypedText is how nft prints an immediate it has no type for: the bytes as one big-endian
+// number, whatever they mean.
+func untypedText(b []byte) string {
+	var v big.Int
+	v.SetBytes(b)
+	return "0x" + v.Text(16) + " [invalid type]"
+}
+
+func offsetText(base uint32) string {
+	if base == 0 {
+		return ""
+	}
+	return fmt.Sprintf(" offset %d", base)
+}
+
+// durationText is nft's time format: 1d2h3m4s5ms, zero units left out.
+func durationText(d time.Duration) string {
+	if d <= 0 {
+		return "0s"
+	}
+	var b strings.Builder
+	ms := d.Milliseconds()
+	for _, u := range []struct {
+		ms   int64
+		unit string
+	}{{86400000, "d"}, {3600000, "h"}, {60000, "m"}, {1000, "s"}, {1, "ms"}} {
+		if n := ms / u.ms; n > 0 {
+			fmt.Fprintf(&b, "%d%s", n, u.unit)
+			ms -= n * u.ms
+		}
+	}
+	return b.String()
 }
