@@ -17,12 +17,19 @@ type Metrics struct {
 	Registry *prometheus.Registry
 	// SyncDuration is how long one sync of the backend took, labelled full or partial.
 	SyncDuration *prometheus.HistogramVec
-	// NetworkProgrammingLatency is from an object change (the EndpointSlice's
-	// last-change-trigger-time) to the rules that carry it being in the kernel.
+	// NetworkProgrammingLatency is from an endpoint change (the EndpointSlice's
+	// last-change-trigger-time, written by the endpoint controllers) to the rules that carry it
+	// being in the kernel; changes without a trigger time are not observed (see Tracker).
 	NetworkProgrammingLatency prometheus.Histogram
 	SyncFailures              prometheus.Counter
 	LastSyncTimestamp         prometheus.Gauge
 }
+
+// programmingLatencyBuckets resolve the range that matters, tens of milliseconds to a few
+// seconds, finely enough to tell a p99 under 1 s from one over it, and include kube-proxy's
+// bounds up to 5 s (0.25, 0.5, 1, 2, 3, 4, 5) so the two histograms compare bucket for bucket.
+var programmingLatencyBuckets = []float64{0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.25,
+	0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1, 1.25, 1.5, 2, 3, 4, 5, 7.5, 10, 15, 20, 30, 60, 120, 300}
 
 // NewMetrics returns the metrics of a proxy in the given mode ("nftables", "userspace").
 func NewMetrics(mode string) *Metrics {
@@ -34,8 +41,8 @@ func NewMetrics(mode string) *Metrics {
 			ConstLabels: labels, Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
 		}, []string{"kind"}),
 		NetworkProgrammingLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "kubeproxy_network_programming_duration_seconds", Help: "From a Service or EndpointSlice change to the proxy's rules carrying it.",
-			ConstLabels: labels, Buckets: prometheus.ExponentialBuckets(0.001, 2, 18),
+			Name: "kubeproxy_network_programming_duration_seconds", Help: "From an endpoint change (its EndpointSlice's last-change-trigger-time) to the proxy's rules carrying it.",
+			ConstLabels: labels, Buckets: programmingLatencyBuckets,
 		}),
 		SyncFailures: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "kubeproxy_sync_proxy_rules_failures_total", Help: "Syncs that failed and forced a full resync.", ConstLabels: labels,

@@ -29,7 +29,10 @@ type Tracker struct {
 	slices map[types.NamespacedName]map[string]*discoveryv1.EndpointSlice
 	dirty  sets.Set[types.NamespacedName]
 	// changeTimes are the trigger times of changes not yet handed out by Snapshot.
-	changeTimes          []time.Time
+	changeTimes []time.Time
+	// started is when the Tracker was made: trigger times from before it belong to changes an
+	// earlier proxy (or none) programmed, not to this one's work.
+	started              time.Time
 	servicesSynced       bool
 	endpointSlicesSynced bool
 	prevPorts            ServicePortMap
@@ -44,7 +47,7 @@ func NewTracker(family corev1.IPFamily, nodeName string, notify func()) *Tracker
 		notify = func() {}
 	}
 	return &Tracker{
-		family: family, nodeName: nodeName, notify: notify,
+		family: family, nodeName: nodeName, notify: notify, started: time.Now(),
 		services:       map[types.NamespacedName]*corev1.Service{},
 		slices:         map[types.NamespacedName]map[string]*discoveryv1.EndpointSlice{},
 		dirty:          sets.New[types.NamespacedName](),
@@ -66,8 +69,8 @@ type Snapshot struct {
 	RemovedEndpoints map[ServicePortName][]*Endpoint
 	// PreviousServices holds the previous version of every changed ServicePort that existed.
 	PreviousServices ServicePortMap
-	// ChangeTimes are when the changes in this Snapshot were made (EndpointSlice annotation
-	// endpoints.kubernetes.io/last-change-trigger-time, or the time the event arrived).
+	// ChangeTimes are when the endpoint changes in this Snapshot were triggered (EndpointSlice
+	// annotation endpoints.kubernetes.io/last-change-trigger-time, later than the Tracker's start).
 	ChangeTimes []time.Time
 	// Synced is true once both informers have listed everything: before that a backend must
 	// not program a full sync, or it would briefly remove Services not yet seen.
@@ -94,8 +97,9 @@ func (t *Tracker) setService(s *corev1.Service, deleted bool) {
 	} else {
 		t.services[key] = s
 	}
+	// No change time: a Service carries no trigger time, and the time its event arrived would
+	// only measure our own queue, flattering the latency histogram (kube-proxy does the same).
 	t.dirty.Insert(key)
-	t.changeTimes = append(t.changeTimes, time.Now())
 	t.mu.Unlock()
 	t.notify()
 }
@@ -135,13 +139,15 @@ func (t *Tracker) setSlice(s *discoveryv1.EndpointSlice, deleted bool) {
 		m[s.Name] = s
 	}
 	t.dirty.Insert(key)
-	when := time.Now()
+	// Network-programming latency is measured from the trigger time the endpoint controllers
+	// write (when the Pods or the Service changed), as kube-proxy measures it: slices without
+	// one (hand-made), deletions (the annotation is the last update's), and trigger times from
+	// before this proxy started (the initial list replays old changes) have no latency to report.
 	if v, ok := s.Annotations[corev1.EndpointsLastChangeTriggerTime]; ok && !deleted {
-		if tt, err := time.Parse(time.RFC3339Nano, v); err == nil && tt.Before(when) {
-			when = tt
+		if tt, err := time.Parse(time.RFC3339Nano, v); err == nil && tt.After(t.started) {
+			t.changeTimes = append(t.changeTimes, tt)
 		}
 	}
-	t.changeTimes = append(t.changeTimes, when)
 	t.mu.Unlock()
 	t.notify()
 }
