@@ -1,20 +1,33 @@
 // Command userspace benchmarks the userspace proxy mode against HAProxy (mode tcp, same
 // round-robin balancing) and against no proxy at all, in one run on the same backends:
 //
-//	go build -o /tmp/usbench ./bench/userspace && sudo /tmp/usbench [-seconds 8] [-idle 2000]
+//	go build -o /tmp/usbench ./bench/userspace && sudo /tmp/usbench [-seconds 8] [-rounds 3] [-idle 2000]
+//	    [-paths direct,userspace,haproxy] [-tests iperf,keepalive,connect,latency,memory]
+//	    [-rate-keepalive 2000] [-rate-connect 1000] [-proxy-procs N]
 //
 // Everything happens inside network namespaces it creates (pkg/sandbox/topology) and removes
 // on exit: the client runs in "ext" (10.250.0.200), both proxies in node1 (10.250.0.11, on
 // port 30080 ours, 30081 HAProxy's), the backends in node2 (10.250.0.12: HTTP on 8080 and
-// 8081, iperf3 on 5201, idle sinks on 9000). Reported per path: single-stream iperf3
-// throughput, p99 of sequential HTTP requests on one keep-alive connection (wrk -c1), new
-// connections per second with "Connection: close" (wrk -c32), and the proxy's memory per idle
-// proxied connection (RSS growth over -idle held connections).
+// 8081, iperf3 on 5201, idle sinks on 9000). Reported per path, as the median over rounds
+// that interleave the paths:
+//
+//   - iperf: single-stream iperf3 throughput, and the proxy's CPU time per gigabyte;
+//   - keepalive: wrk over one keep-alive connection, closed loop (p50, p99, requests/s);
+//   - connect: wrk with "Connection: close" over 32 connections (new connections per second,
+//     and the proxy's CPU time per connection);
+//   - latency: the fixed-rate generator in loadgen.go (open loop, the same offered load on
+//     every path) on keep-alive connections and on a new connection per request; the added
+//     p50/p99/p99.9 of each proxy is its figure minus the direct path's in the same round;
+//   - memory: the proxy's RSS growth per idle proxied connection over -idle connections.
+//
+// The 1-minute load average is printed with every round: on a shared machine the rates move
+// with it, the CPU-time figures much less.
 //
 // Needs iperf3, wrk and haproxy (Debian packages; bench/userspace/run.sh installs them).
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"flag"
@@ -27,6 +40,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"regexp"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -50,6 +64,13 @@ const (
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "loadgen" {
+		if err := runLoadgen(os.Args[2:]); err != nil {
+			fmt.Fprintln(os.Stderr, "loadgen:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if len(os.Args) > 1 && os.Args[1] == "proxy" {
 		if err := runProxy(os.Args[2:]); err != nil {
 			fmt.Fprintln(os.Stderr, "proxy:", err)
@@ -60,8 +81,14 @@ func main() {
 	seconds := flag.Int("seconds", 8, "duration of each load run")
 	idle := flag.Int("idle", 2000, "idle connections held for the memory figure")
 	rounds := flag.Int("rounds", 3, "rounds over all paths; each figure is the median (0: memory only)")
+	only := flag.String("paths", "direct,userspace,haproxy", "paths to measure, comma-separated")
+	tests := flag.String("tests", "iperf,keepalive,connect,latency,memory", "measurements to take, comma-separated")
+	rateKA := flag.Int("rate-keepalive", 2000, "fixed request rate of the keep-alive latency run")
+	rateConn := flag.Int("rate-connect", 1000, "fixed new-connection rate of the connection latency run")
+	procs := flag.Int("proxy-procs", 0, "GOMAXPROCS of our proxy (0: Go's default, every CPU)")
 	flag.Parse()
-	if err := run(time.Duration(*seconds)*time.Second, *idle, *rounds); err != nil {
+	b := &bench{seconds: time.Duration(*seconds) * time.Second, rateKeepAlive: *rateKA, rateConnect: *rateConn, proxyProcs: *procs}
+	if err := b.run(*idle, *rounds, strings.Split(*only, ","), testSet(strings.Split(*tests, ","))); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
@@ -78,7 +105,11 @@ func runProxy(args []string) error {
 	node := fs.String("node-ip", "", "")
 	var services []string
 	fs.Func("service", "name=nodeport=backend,backend", func(s string) error { services = append(services, s); return nil })
+	procs := fs.Int("procs", 0, "GOMAXPROCS of the proxy (0: Go's default, every CPU)")
 	fs.Parse(args)
+	if *procs > 0 {
+		runtime.GOMAXPROCS(*procs)
+	}
 	p, err := userspace.New(userspace.Options{NodeIPs: []netip.Addr{netip.MustParseAddr(*node)}})
 	if err != nil {
 		return err
@@ -103,12 +134,18 @@ func runProxy(args []string) error {
 }
 
 type bench struct {
-	topo    *topology.Topology
-	seconds time.Duration
-	procs   []*exec.Cmd
+	topo                       *topology.Topology
+	seconds                    time.Duration
+	rateKeepAlive, rateConnect int
+	proxyProcs                 int
+	procs                      []*exec.Cmd
 }
 
-func run(seconds time.Duration, idle, rounds int) (err error) {
+type testSet []string
+
+func (t testSet) has(name string) bool { return slices.Contains(t, name) }
+
+func (b *bench) run(idle, rounds int, only []string, t testSet) (err error) {
 	for _, tool := range []string{"iperf3", "wrk", "haproxy"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			return fmt.Errorf("needs %s: apt-get install iperf3 wrk haproxy (bench/userspace/run.sh does)", tool)
@@ -118,7 +155,7 @@ func run(seconds time.Duration, idle, rounds int) (err error) {
 	if err != nil {
 		return err
 	}
-	b := &bench{topo: topo, seconds: seconds}
+	b.topo = topo
 	defer func() {
 		b.stopAll()
 		if cerr := topo.Close(); cerr != nil && err == nil {
@@ -168,7 +205,7 @@ func run(seconds time.Duration, idle, rounds int) (err error) {
 	}
 
 	exe, _ := os.Executable()
-	ours, err := b.start(node1, "ready", exe, "proxy", "-node-ip", n1.String(),
+	ours, err := b.start(node1, "ready", exe, "proxy", "-node-ip", n1.String(), "-procs", fmt.Sprint(b.proxyProcs),
 		"-service", fmt.Sprintf("http=%d=%s,%s", oursPort, httpA, httpB),
 		"-service", fmt.Sprintf("iperf=%d=%s", oursPort+2, iperf),
 		"-service", fmt.Sprintf("sink=%d=%s", oursPort+4, sink))
@@ -187,48 +224,77 @@ func run(seconds time.Duration, idle, rounds int) (err error) {
 	}
 	time.Sleep(500 * time.Millisecond)
 
-	paths := []struct {
+	type path struct {
 		name              string
 		http, iperf, sink netip.AddrPort
 		pid               int
-	}{
+	}
+	paths := []path{
 		{"direct", httpA, iperf, sink, 0},
 		{"userspace", netip.AddrPortFrom(n1, oursPort), netip.AddrPortFrom(n1, oursPort+2), netip.AddrPortFrom(n1, oursPort+4), ours.Process.Pid},
 		{"haproxy", netip.AddrPortFrom(n1, haproxyPort), netip.AddrPortFrom(n1, haproxyPort+2), netip.AddrPortFrom(n1, haproxyPort+4), hap.Process.Pid},
 	}
-	fmt.Printf("%s, %d CPUs, %v per run, median of %d rounds (paths interleaved)\n", time.Now().UTC().Format(time.RFC3339), numCPU(), seconds, rounds)
-	type figures struct{ gbps, p50, p99, rps, cps, cp99, cpuPerGB, cpuPerConn []float64 }
+	paths = slices.DeleteFunc(paths, func(p path) bool { return !slices.Contains(only, p.name) })
+	fmt.Printf("%s, %d CPUs, %v per run, median of %d rounds (paths interleaved), load average %s\n",
+		time.Now().UTC().Format(time.RFC3339), numCPU(), b.seconds, rounds, loadAverage())
+	type figures struct {
+		gbps, p50, p99, rps, cps, cp99, cpuPerGB, cpuPerConn []float64
+		kaRate, connRate                                     []latencyResult
+	}
 	results := make([]figures, len(paths))
 	for round := range rounds {
 		for i, p := range paths {
-			cpu0 := cpuSeconds(p.pid)
-			gbps, err := b.iperf(p.iperf)
-			if err != nil {
-				return fmt.Errorf("%s: %w", p.name, err)
-			}
-			cpuPerGB := (cpuSeconds(p.pid) - cpu0) / (gbps / 8 * b.seconds.Seconds())
-			p50, p99, rps, err := b.wrk(p.http, 1, false)
-			if err != nil {
-				return fmt.Errorf("%s: %w", p.name, err)
-			}
-			cpu0 = cpuSeconds(p.pid)
-			_, cp99, cps, err := b.wrk(p.http, 32, true)
-			if err != nil {
-				return fmt.Errorf("%s: %w", p.name, err)
-			}
-			cpuPerConn := (cpuSeconds(p.pid) - cpu0) / (cps * b.seconds.Seconds()) * 1e6
 			r := &results[i]
-			r.gbps, r.p50, r.p99 = append(r.gbps, gbps), append(r.p50, p50), append(r.p99, p99)
-			r.rps, r.cps, r.cp99 = append(r.rps, rps), append(r.cps, cps), append(r.cp99, cp99)
-			r.cpuPerGB, r.cpuPerConn = append(r.cpuPerGB, cpuPerGB), append(r.cpuPerConn, cpuPerConn)
-			fmt.Fprintf(os.Stderr, "round %d %s: %.2f Gbit/s (%.2f CPU s/GB), p50 %.3f ms p99 %.3f ms, %.0f req/s, %.0f conn/s (p99 %.2f ms, %.0f CPU µs/conn)\n",
-				round+1, p.name, gbps, cpuPerGB, p50, p99, rps, cps, cp99, cpuPerConn)
+			var line []string
+			if t.has("iperf") {
+				cpu0 := cpuSeconds(p.pid)
+				gbps, err := b.iperf(p.iperf)
+				if err != nil {
+					return fmt.Errorf("%s: %w", p.name, err)
+				}
+				cpuPerGB := (cpuSeconds(p.pid) - cpu0) / (gbps / 8 * b.seconds.Seconds())
+				r.gbps, r.cpuPerGB = append(r.gbps, gbps), append(r.cpuPerGB, cpuPerGB)
+				line = append(line, fmt.Sprintf("%.2f Gbit/s (%.2f CPU s/GB)", gbps, cpuPerGB))
+			}
+			if t.has("keepalive") {
+				p50, p99, rps, err := b.wrk(p.http, 1, false)
+				if err != nil {
+					return fmt.Errorf("%s: %w", p.name, err)
+				}
+				r.p50, r.p99, r.rps = append(r.p50, p50), append(r.p99, p99), append(r.rps, rps)
+				line = append(line, fmt.Sprintf("1 conn p50 %.3f ms p99 %.3f ms %.0f req/s", p50, p99, rps))
+			}
+			if t.has("connect") {
+				cpu0 := cpuSeconds(p.pid)
+				_, cp99, cps, err := b.wrk(p.http, 32, true)
+				if err != nil {
+					return fmt.Errorf("%s: %w", p.name, err)
+				}
+				cpuPerConn := (cpuSeconds(p.pid) - cpu0) / (cps * b.seconds.Seconds()) * 1e6
+				r.cps, r.cp99, r.cpuPerConn = append(r.cps, cps), append(r.cp99, cp99), append(r.cpuPerConn, cpuPerConn)
+				line = append(line, fmt.Sprintf("%.0f conn/s (p99 %.2f ms, %.0f CPU µs/conn)", cps, cp99, cpuPerConn))
+			}
+			if t.has("latency") {
+				ka, err := b.loadgen(p.http, b.rateKeepAlive, false)
+				if err != nil {
+					return fmt.Errorf("%s: %w", p.name, err)
+				}
+				nc, err := b.loadgen(p.http, b.rateConnect, true)
+				if err != nil {
+					return fmt.Errorf("%s: %w", p.name, err)
+				}
+				r.kaRate, r.connRate = append(r.kaRate, ka), append(r.connRate, nc)
+				line = append(line, fmt.Sprintf("fixed rate p50/p99/p99.9 keep-alive %.3f/%.3f/%.3f ms, new conn %.3f/%.3f/%.3f ms",
+					ka.P50, ka.P99, ka.P999, nc.P50, nc.P99, nc.P999))
+			}
+			fmt.Fprintf(os.Stderr, "round %d %s (load %s): %s\n", round+1, p.name, loadAverage(), strings.Join(line, ", "))
 		}
 	}
-	fmt.Printf("%-10s %9s %9s %10s %10s %10s %9s %10s %12s %12s\n", "path", "Gbit/s", "CPU s/GB", "p50 ms", "p99 ms", "req/s", "conn/s", "conn p99", "CPU µs/conn", "B/idle conn")
+	fmt.Printf("%-10s %7s %8s %14s %8s %8s %8s %8s %16s %16s %10s\n", "path", "Gbit/s", "CPU s/GB", "1 conn p50/p99",
+		"req/s", "conn/s", "conn p99", "µs/conn", "ka fixed p50/p99", "new fixed p50/p99", "B/idle")
 	for i, p := range paths {
 		perConn := "-"
-		if p.pid != 0 {
+		if p.pid != 0 && t.has("memory") {
 			bytes, err := b.idleMemory(p.pid, p.sink, idle)
 			if err != nil {
 				return fmt.Errorf("%s: %w", p.name, err)
@@ -236,10 +302,57 @@ func run(seconds time.Duration, idle, rounds int) (err error) {
 			perConn = fmt.Sprint(bytes)
 		}
 		r := results[i]
-		fmt.Printf("%-10s %9.2f %9.2f %10.3f %10.3f %10.0f %9.0f %10.2f %12.0f %12s\n", p.name, median(r.gbps), median(r.cpuPerGB),
-			median(r.p50), median(r.p99), median(r.rps), median(r.cps), median(r.cp99), median(r.cpuPerConn), perConn)
+		ka, nc := medianLatency(r.kaRate), medianLatency(r.connRate)
+		fmt.Printf("%-10s %7.2f %8.2f %14s %8.0f %8.0f %8.2f %8.0f %16s %16s %10s\n", p.name, median(r.gbps), median(r.cpuPerGB),
+			fmt.Sprintf("%.3f/%.3f", median(r.p50), median(r.p99)), median(r.rps), median(r.cps), median(r.cp99), median(r.cpuPerConn),
+			fmt.Sprintf("%.3f/%.3f", ka.P50, ka.P99), fmt.Sprintf("%.3f/%.3f", nc.P50, nc.P99), perConn)
 	}
+	if t.has("latency") && len(paths) > 1 && paths[0].name == "direct" {
+		fmt.Printf("added latency at a fixed rate (%d req/s on %d keep-alive connections; %d new connections/s), median over rounds of each round's figure:\n",
+			b.rateKeepAlive, keepAliveConns, b.rateConnect)
+		base := results[0]
+		for i, p := range paths[1:] {
+			r := results[i+1]
+			fmt.Printf("  %-10s keep-alive p50 %+.3f ms p99 %+.3f ms p99.9 %+.3f ms; new conn p50 %+.3f ms p99 %+.3f ms p99.9 %+.3f ms\n", p.name,
+				addedLatency(r.kaRate, base.kaRate, func(l latencyResult) float64 { return l.P50 }),
+				addedLatency(r.kaRate, base.kaRate, func(l latencyResult) float64 { return l.P99 }),
+				addedLatency(r.kaRate, base.kaRate, func(l latencyResult) float64 { return l.P999 }),
+				addedLatency(r.connRate, base.connRate, func(l latencyResult) float64 { return l.P50 }),
+				addedLatency(r.connRate, base.connRate, func(l latencyResult) float64 { return l.P99 }),
+				addedLatency(r.connRate, base.connRate, func(l latencyResult) float64 { return l.P999 }))
+		}
+	}
+	fmt.Printf("load average at the end: %s\n", loadAverage())
 	return nil
+}
+
+// medianLatency is the round whose p99 is the median one.
+func medianLatency(v []latencyResult) latencyResult {
+	if len(v) == 0 {
+		return latencyResult{}
+	}
+	s := slices.Clone(v)
+	slices.SortFunc(s, func(a, b latencyResult) int { return cmp.Compare(a.P99, b.P99) })
+	return s[len(s)/2]
+}
+
+// addedLatency is the median over rounds of a path's figure minus the direct path's in the
+// same round: rounds interleave the paths, so each difference compares like with like.
+func addedLatency(path, direct []latencyResult, f func(latencyResult) float64) float64 {
+	var d []float64
+	for i := range min(len(path), len(direct)) {
+		d = append(d, f(path[i])-f(direct[i]))
+	}
+	return median(d)
+}
+
+func loadAverage() string {
+	raw, _ := os.ReadFile("/proc/loadavg")
+	f := strings.Fields(string(raw))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
 }
 
 func median(v []float64) float64 {
@@ -353,6 +466,31 @@ func (b *bench) wrk(target netip.AddrPort, conns int, closeEach bool) (p50, p99,
 	}
 	rps, _ = strconv.ParseFloat(r[1], 64)
 	return millis(m50[1]), millis(m99[1]), rps, nil
+}
+
+// keepAliveConns carry the fixed-rate keep-alive run; new connections get 32 workers.
+const keepAliveConns = 8
+
+// loadgen runs the fixed-rate generator (loadgen.go) in the client namespace.
+func (b *bench) loadgen(target netip.AddrPort, rate int, newConn bool) (latencyResult, error) {
+	exe, _ := os.Executable()
+	conns := keepAliveConns
+	if newConn {
+		conns = 32
+	}
+	out, err := b.output(ext, exe, "loadgen", "-target", target.String(), "-rate", fmt.Sprint(rate),
+		"-duration", b.seconds.String(), "-conns", fmt.Sprint(conns), fmt.Sprintf("-new-conn=%t", newConn))
+	if err != nil {
+		return latencyResult{}, err
+	}
+	var r latencyResult
+	if err := json.Unmarshal([]byte(out), &r); err != nil {
+		return r, fmt.Errorf("parsing loadgen output %q: %w", out, err)
+	}
+	if r.Failed > 0 {
+		return r, fmt.Errorf("loadgen: %d of %d requests failed", r.Failed, r.Sent)
+	}
+	return r, nil
 }
 
 // millis converts wrk's latency ("812.00us", "1.23ms", "2.01s") to milliseconds.

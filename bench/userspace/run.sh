@@ -3,7 +3,7 @@
 # proxy, same backends, same run, all inside network namespaces that bench/userspace creates
 # and removes (see main.go for the topology and the figures).
 #
-#   sudo bench/userspace/run.sh [seconds-per-run] [rounds]
+#   sudo bench/userspace/run.sh [seconds-per-run] [rounds] [more flags of main.go, e.g. -paths userspace,haproxy]
 #
 # Needs root (namespaces), and iperf3, wrk and haproxy: installed here from Debian if missing.
 set -euo pipefail
@@ -18,4 +18,4 @@ fi
 bin=$(mktemp /tmp/usbench-XXXX)
 trap 'rm -f "$bin"' EXIT
 (cd "$root" && go build -o "$bin" ./bench/userspace)
-"$bin" -seconds "$secs" -rounds "$rounds"
+"$bin" -seconds "$secs" -rounds "$rounds" "${@:3}"

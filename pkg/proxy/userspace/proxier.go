@@ -102,6 +102,14 @@ type Proxier struct {
 	services  map[proxy.ServicePortName]*service
 	listeners map[listenKey]*listener
 	wg        sync.WaitGroup
+	// unsupported are the Service ports of protocols this mode cannot serve (SCTP), each
+	// reported once.
+	unsupported map[proxy.ServicePortName]bool
+	// handshakes passes accepted connections to idle handshake workers (tcp.go); stopped
+	// tells those workers to exit.
+	handshakes chan acceptedConn
+	stopped    chan struct{}
+	stopOnce   sync.Once
 }
 
 // listenKey is one socket the proxy listens on.
@@ -138,10 +146,18 @@ func New(opts Options) (*Proxier, error) {
 		return nil, err
 	}
 	p := &Proxier{
-		opts:      opts,
-		lc:        net.ListenConfig{Control: listenControl},
-		services:  map[proxy.ServicePortName]*service{},
-		listeners: map[listenKey]*listener{},
+		opts: opts,
+		// Accepted connections inherit keep-alive from the listener (listenControl).
+		lc: net.ListenConfig{Control: listenControl, KeepAlive: -1},
+		// Backend connections probe too, so a client is not left waiting on a backend whose
+		// node vanished; the count stays the system's, one setsockopt(2) fewer per connection.
+		dialer: net.Dialer{KeepAliveConfig: net.KeepAliveConfig{
+			Enable: true, Idle: keepAliveIdle, Interval: keepAliveInterval, Count: -1}},
+		services:    map[proxy.ServicePortName]*service{},
+		listeners:   map[listenKey]*listener{},
+		unsupported: map[proxy.ServicePortName]bool{},
+		handshakes:  make(chan acceptedConn),
+		stopped:     make(chan struct{}),
 	}
 	if opts.ManageLocalRoutes {
 		r, err := newLocalRoutes(opts.ServiceCIDRs)
@@ -202,6 +218,7 @@ func (p *Proxier) localIPs() []netip.Addr {
 func (p *Proxier) syncService(name proxy.ServicePortName, sp *proxy.ServicePort, eps []*proxy.Endpoint) error {
 	svc := p.services[name]
 	if sp == nil {
+		delete(p.unsupported, name)
 		if svc != nil {
 			p.closeListeners(svc, nil)
 			delete(p.services, name)
@@ -209,7 +226,13 @@ func (p *Proxier) syncService(name proxy.ServicePortName, sp *proxy.ServicePort,
 		return nil
 	}
 	if sp.Protocol != corev1.ProtocolTCP && sp.Protocol != corev1.ProtocolUDP {
-		return fmt.Errorf("protocol %s is not supported by the userspace proxy", sp.Protocol)
+		// Not an error: the runner retries failed syncs in full, and no retry can change
+		// the answer. Said once per Service port, not at every sync.
+		if !p.unsupported[name] {
+			p.unsupported[name] = true
+			klog.ErrorS(unsupportedProtocol(sp.Protocol), "Not serving a Service port", "service", name)
+		}
+		return nil
 	}
 	cfg, errs := configFor(sp, p.opts.Scheduler)
 	for _, err := range errs {
@@ -388,6 +411,7 @@ func (p *Proxier) open(l *listener) error {
 
 // Close stops listening, aborts every connection and flow, and removes the local routes.
 func (p *Proxier) Close() error {
+	p.stopOnce.Do(func() { close(p.stopped) })
 	for k, l := range p.listeners {
 		l.close()
 		delete(p.listeners, k)

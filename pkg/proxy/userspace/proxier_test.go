@@ -623,7 +623,9 @@ func TestProxyProtocolV2PrefixesEveryUDPDatagram(t *testing.T) {
 }
 
 func TestManyConcurrentConnections(t *testing.T) {
-	h := newHarness(t, Options{})
+	// A generous dial timeout: 200 handshakes at once on a loaded machine (or under -race)
+	// can take longer than the harness's 100 ms, and this test is not about timeouts.
+	h := newHarness(t, Options{DialTimeout: time.Second})
 	name := serviceName("web", corev1.ProtocolTCP)
 	sp := clusterIP(t, corev1.ProtocolTCP)
 	h.set(name, sp, tcpBackend(t, "a"), tcpBackend(t, "b"))
