@@ -9,11 +9,15 @@
 # kube-apiserver on a fresh etcd of its own:
 #   KUBE_APISERVER=/path/kube-apiserver ETCD=/path/etcd bench/service-creates.sh 10000 32
 # CLIENT_FLAGS passes flags to the writers, e.g. CLIENT_FLAGS=--protobuf.
+# HEAP_PROFILE=FILE saves svcplane's heap profile (after a GC) once the writers are done:
+#   go tool pprof -sample_index=inuse_space -top FILE
 # kube-apiserver runs as a bare control plane would: AlwaysAllow, a token file, a service-account
 # key, its default admission plugins, no controllers. Nothing listens beyond 127.0.0.1.
 #
-# Per process: VmHWM (peak RSS), RSS at the end and CPU seconds used since start (start-up
-# included); then the peak of the processes' summed RSS, sampled every 0.2 s. svcplane is one
+# Per process: VmHWM (peak RSS), RSS at the end split into anonymous memory (Go heap, stacks) and
+# file pages (mostly the binary's own text mapped from the page cache, and etcd's mmapped db), and
+# CPU seconds used since start (start-up included); then the peak of the processes' summed RSS,
+# sampled every 0.2 s. svcplane is one
 # process that includes its etcd and built-in controllers; upstream is kube-apiserver plus its
 # etcd (its controllers would run in kube-controller-manager, which is not started).
 set -euo pipefail
@@ -68,7 +72,7 @@ load() {
   kill "$sampler"; wait "$sampler" 2>/dev/null || true
   line="$name: $result"
   for p in "$@"; do
-    line+=" | $(cat "/proc/$p/comm") peak $(mib "$(kb VmHWM "$p")") MiB end $(mib "$(kb VmRSS "$p")") MiB cpu $(cpu "$p") s"
+    line+=" | $(cat "/proc/$p/comm") peak $(mib "$(kb VmHWM "$p")") MiB end $(mib "$(kb VmRSS "$p")") MiB (anon $(mib "$(kb RssAnon "$p")"), file $(mib "$(kb RssFile "$p")")) cpu $(cpu "$p") s"
   done
   echo "$line | summed peak $(mib "$(cat "$work/$name.peak")") MiB"
 }
@@ -93,6 +97,11 @@ pids+=("$svcplane")
 wait_for "svcplane server" grep -q "svcplane server is serving" "$work/svcplane.log" || { tail -20 "$work/svcplane.log"; exit 1; }
 sleep 1 # let the post-start hooks (allocator sync, kubernetes Service) finish
 load svcplane "$work/svcplane-data/admin.kubeconfig" "$svcplane"
+if [[ -n ${HEAP_PROFILE:-} ]]; then
+  token=$(awk '$1 == "token:" {print $2}' "$work/svcplane-data/admin.kubeconfig")
+  curl -sfk -H "Authorization: Bearer $token" -o "$HEAP_PROFILE" "https://127.0.0.1:$port/debug/pprof/heap?gc=1" ||
+    echo "saving the heap profile failed" >&2
+fi
 stop "$svcplane"
 
 [[ -n ${KUBE_APISERVER:-} ]] || exit 0

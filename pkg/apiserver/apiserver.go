@@ -8,6 +8,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"strings"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -15,6 +16,7 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/apiserver/pkg/registry/generic"
 	"k8s.io/apiserver/pkg/registry/rest"
@@ -43,7 +45,9 @@ import (
 // Config is everything New needs.
 type Config struct {
 	Generic *genericapiserver.Config
-	// Informers share one loopback client; the generic server starts them after it serves.
+	// Informers share one loopback client; the generic server starts them after it serves. When
+	// controllers are configured, New registers for the kinds they watch informers that instead
+	// read this server's watch caches in-process (sharedinformers.go).
 	Informers informers.SharedInformerFactory
 	// Controllers run in the server process after start-up.
 	Controllers []controller.Registration
@@ -79,8 +83,12 @@ func (c CompletedConfig) New() (*genericapiserver.GenericAPIServer, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := installAPIs(s, c.generic.RESTOptionsGetter, c.services); err != nil {
+	stores, err := installAPIs(s, c.generic.RESTOptionsGetter, c.services)
+	if err != nil {
 		return nil, err
+	}
+	if c.informers != nil && len(c.controllers) > 0 {
+		shareWatchCaches(c.informers, stores)
 	}
 	loopback := c.generic.LoopbackClientConfig
 	if c.services != nil {
@@ -121,15 +129,15 @@ func (c CompletedConfig) New() (*genericapiserver.GenericAPIServer, error) {
 }
 
 // installAPIs installs the core group at /api and the named groups (apps, discovery.k8s.io,
-// svcplane.io) at /apis.
-func installAPIs(s *genericapiserver.GenericAPIServer, opts generic.RESTOptionsGetter, services *ServiceConfig) error {
+// svcplane.io) at /apis, and returns the main store of each resource.
+func installAPIs(s *genericapiserver.GenericAPIServer, opts generic.RESTOptionsGetter, services *ServiceConfig) (map[schema.GroupResource]rest.Storage, error) {
 	var allocators *allocator.Set
 	if services != nil {
 		allocators = services.Allocators
 	}
 	core, err := service.NewStores(opts, withTable(service.Definition(), printers.ForServices()), allocators)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	for _, d := range []base.Definition{
 		withTable(endpoints.Definition(), printers.ForEndpoints()),
@@ -139,40 +147,51 @@ func installAPIs(s *genericapiserver.GenericAPIServer, opts generic.RESTOptionsG
 	} {
 		stores, err := base.NewStores(opts, d)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		maps.Copy(core, stores.Map())
 	}
 	namespaces, err := namespace.NewREST(opts, printers.ForNamespaces())
 	if err != nil {
-		return err
+		return nil, err
 	}
 	maps.Copy(core, namespaces)
 	coreGroup := genericapiserver.NewDefaultAPIGroupInfo(corev1.GroupName, scheme.Scheme, scheme.ParameterCodec, scheme.Codecs)
 	coreGroup.VersionedResourcesStorageMap[corev1.SchemeGroupVersion.Version] = core
 	if err := s.InstallLegacyAPIGroup(genericapiserver.DefaultLegacyAPIPrefix, &coreGroup); err != nil {
-		return fmt.Errorf("installing the core API group: %w", err)
+		return nil, fmt.Errorf("installing the core API group: %w", err)
 	}
 
 	apps, err := groupInfo(opts, appsv1.GroupName,
 		withTable(deployment.Definition(), printers.ForDeployments()),
 		withTable(replicaset.Definition(), printers.ForReplicaSets()))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	discovery, err := groupInfo(opts, discoveryv1.GroupName,
 		withTable(endpointslice.Definition(), printers.ForEndpointSlices()))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	svcplane, err := svcplaneGroup(opts)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if err := s.InstallAPIGroups(apps, discovery, svcplane); err != nil {
-		return fmt.Errorf("installing the API groups: %w", err)
+		return nil, fmt.Errorf("installing the API groups: %w", err)
 	}
-	return nil
+	stores := map[schema.GroupResource]rest.Storage{}
+	for _, group := range []*genericapiserver.APIGroupInfo{&coreGroup, apps, discovery, svcplane} {
+		for _, versioned := range group.VersionedResourcesStorageMap {
+			for resource, store := range versioned {
+				// Subresources (status, scale, binding...) are reached through their resource.
+				if !strings.Contains(resource, "/") {
+					stores[schema.GroupResource{Group: group.PrioritizedVersions[0].Group, Resource: resource}] = store
+				}
+			}
+		}
+	}
+	return stores, nil
 }
 
 func withTable(d base.Definition, table rest.TableConvertor) base.Definition {

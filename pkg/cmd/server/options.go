@@ -328,7 +328,9 @@ func (o *Options) Config(etcdEndpoint string) (*apiserver.Config, error) {
 // as kube-controller-manager, kube-scheduler and kube-apiserver's own informers do: no controller
 // reads managedFields, and at 10k Services they were ~55 MB of the ~360 MB live heap (pprof under
 // bench/service-creates.sh). An update built from a cached copy then sends no managedFields,
-// which the server reads as "leave them as they are".
+// which the server reads as "leave them as they are". For the kinds whose informers read the watch
+// caches in-process (pkg/apiserver, sharedinformers.go) it clears the field in the informer's own
+// top-level copy; the watch cache's object, which the copy shares everything else with, keeps it.
 func dropManagedFields(obj any) (any, error) {
 	if m, err := meta.Accessor(obj); err == nil {
 		m.SetManagedFields(nil)

@@ -28,5 +28,12 @@ func applyMemoryDefaults() error {
 	// at an older resourceVersion (paginated ones) are answered from memory. During a burst of
 	// creates those clones held ~100 MiB at 10k Services and cost a copy on every write; without
 	// them such LISTs are read from etcd, as before 1.34, with the same result.
-	return utilfeature.DefaultMutableFeatureGate.Set(string(features.ListFromCacheSnapshot) + "=false")
+	//
+	// SizeBasedListCostEstimate (beta, on by default since 1.34) keeps the size of every stored
+	// object in a map per resource, for API Priority and Fairness to weigh LISTs by size. svcplane
+	// runs no priority and fairness filter, so nothing reads it: ~6 MB at 10k Services.
+	return utilfeature.DefaultMutableFeatureGate.SetFromMap(map[string]bool{
+		string(features.ListFromCacheSnapshot):     false,
+		string(features.SizeBasedListCostEstimate): false,
+	})
 }

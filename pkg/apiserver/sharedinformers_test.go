@@ -1,0 +1,182 @@
+package apiserver
+
+import (
+	"context"
+	"io"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metainternalversion "k8s.io/apimachinery/pkg/apis/meta/internalversion"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/watch"
+	genericapirequest "k8s.io/apiserver/pkg/endpoints/request"
+	"k8s.io/apiserver/pkg/registry/rest"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes/fake"
+	"k8s.io/client-go/tools/cache"
+)
+
+// fakeStore stands in for a registry store over a watch cache: Get returns its current object
+// for a name, List its list, Watch the events sent on watcher.
+type fakeStore struct {
+	rest.TableConvertor
+	current map[string]*corev1.Service
+	list    *corev1.ServiceList
+	watcher *watch.FakeWatcher
+	gets    int
+}
+
+func (f *fakeStore) New() runtime.Object     { return &corev1.Service{} }
+func (f *fakeStore) NewList() runtime.Object { return &corev1.ServiceList{} }
+func (f *fakeStore) Destroy()                {}
+
+func (f *fakeStore) Get(ctx context.Context, name string, _ *metav1.GetOptions) (runtime.Object, error) {
+	f.gets++
+	ns, _ := genericapirequest.NamespaceFrom(ctx)
+	svc, ok := f.current[ns+"/"+name]
+	if !ok {
+		return nil, io.EOF
+	}
+	shallow := *svc
+	return &shallow, nil
+}
+
+func (f *fakeStore) List(context.Context, *metainternalversion.ListOptions) (runtime.Object, error) {
+	return f.list, nil
+}
+
+func (f *fakeStore) Watch(context.Context, *metainternalversion.ListOptions) (watch.Interface, error) {
+	return f.watcher, nil
+}
+
+// wrapped is what the watch cache sends its watchers: the object behind a serialization cache,
+// which hands out only deep copies.
+type wrapped struct {
+	*corev1.Service
+	unwrapped int
+}
+
+func (w *wrapped) CacheEncode(runtime.Identifier, func(runtime.Object, io.Writer) error, io.Writer) error {
+	return nil
+}
+
+func (w *wrapped) GetObject() runtime.Object {
+	w.unwrapped++
+	return w.Service.DeepCopy()
+}
+
+func testService(name, rv string) *corev1.Service {
+	return &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: name, ResourceVersion: rv, UID: types.UID(name),
+			Labels:        map[string]string{"app": name},
+			ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "kubectl"}}},
+		Spec: corev1.ServiceSpec{Selector: map[string]string{"app": name}},
+	}
+}
+
+// sameMap reports whether a and b are the same map, not merely equal ones.
+func sameMap(a, b map[string]string) bool {
+	if len(a) == 0 || len(a) != len(b) {
+		return false
+	}
+	a["__probe"] = "x"
+	defer delete(a, "__probe")
+	return b["__probe"] == "x"
+}
+
+func TestShareReplacesEventObjectsWithTheCachedOnes(t *testing.T) {
+	cached := testService("web", "10")
+	store := &fakeStore{current: map[string]*corev1.Service{"ns/web": cached}}
+	lw := &storageListerWatcher{store: store}
+	ctx := context.Background()
+
+	// The cache holds exactly the event's version: the informer gets the cache's contents.
+	event := &wrapped{Service: cached}
+	got := lw.share(ctx, watch.Event{Type: watch.Modified, Object: event})
+	svc, ok := got.Object.(*corev1.Service)
+	if !ok {
+		t.Fatalf("shared object is %T, want *v1.Service", got.Object)
+	}
+	if svc == cached || !sameMap(svc.Spec.Selector, cached.Spec.Selector) {
+		t.Errorf("want a shallow copy of the cached Service sharing its selector map")
+	}
+	if event.unwrapped != 0 {
+		t.Errorf("unwrapped (deep-copied) the event %d times, want 0", event.unwrapped)
+	}
+
+	// The cache has moved on: the informer gets a private copy of the event's version.
+	stale := &wrapped{Service: testService("web", "9")}
+	got = lw.share(ctx, watch.Event{Type: watch.Modified, Object: stale})
+	if svc := got.Object.(*corev1.Service); svc.ResourceVersion != "9" || sameMap(svc.Labels, stale.Labels) {
+		t.Errorf("want a deep copy at resourceVersion 9, got %q", svc.ResourceVersion)
+	}
+
+	// Deletions are no longer in the cache; they are unwrapped without a Get.
+	gets := store.gets
+	got = lw.share(ctx, watch.Event{Type: watch.Deleted, Object: &wrapped{Service: testService("gone", "11")}})
+	if svc, ok := got.Object.(*corev1.Service); !ok || svc.Name != "gone" {
+		t.Errorf("deleted event object = %#v, want the unwrapped Service", got.Object)
+	}
+	if store.gets != gets {
+		t.Errorf("a deletion looked the object up in the cache")
+	}
+
+	// Bookmarks pass as they are.
+	bookmark := &corev1.Service{ObjectMeta: metav1.ObjectMeta{ResourceVersion: "12"}}
+	if got := lw.share(ctx, watch.Event{Type: watch.Bookmark, Object: bookmark}); got.Object != bookmark {
+		t.Errorf("bookmark was replaced")
+	}
+}
+
+// TestFactoryInformerReadsTheStore checks the wiring end to end with a client-go informer: the
+// factory hands out the storage-backed informer, lists then follows the watch, and its transform
+// drops managedFields from the informer's own copy only.
+func TestFactoryInformerReadsTheStore(t *testing.T) {
+	web := testService("web", "5")
+	store := &fakeStore{
+		current: map[string]*corev1.Service{"ns/web": web},
+		list:    &corev1.ServiceList{ListMeta: metav1.ListMeta{ResourceVersion: "5"}, Items: []corev1.Service{*web}},
+		watcher: watch.NewFake(),
+	}
+	factory := informers.NewSharedInformerFactoryWithOptions(fake.NewClientset(), 0, informers.WithTransform(func(obj any) (any, error) {
+		obj.(*corev1.Service).ManagedFields = nil
+		return obj, nil
+	}))
+	shareWatchCaches(factory, map[schema.GroupResource]rest.Storage{corev1.Resource("services"): store})
+	lister := factory.Core().V1().Services().Lister()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	factory.Start(ctx.Done())
+	if !cache.WaitForCacheSync(ctx.Done(), factory.Core().V1().Services().Informer().HasSynced) {
+		t.Fatal("informer never synced")
+	}
+	got, err := lister.Services("ns").Get("web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.ManagedFields != nil || web.ManagedFields == nil {
+		t.Errorf("managedFields: informer %v, store %v; want dropped from the informer's copy only", got.ManagedFields, web.ManagedFields)
+	}
+
+	api := testService("api", "6")
+	store.current["ns/api"] = api
+	store.watcher.Add(&wrapped{Service: api})
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		got, err := lister.Services("ns").Get("api")
+		if err == nil {
+			if !sameMap(got.Spec.Selector, api.Spec.Selector) {
+				t.Errorf("watched Service does not share the cached object's selector")
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("watched Service never reached the informer")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
