@@ -77,8 +77,8 @@ func Down(ctx context.Context, name string, progress io.Writer) error {
 	if st != nil && st.HostBefore != nil {
 		after, err := hostguard.Take(ctx)
 		if err == nil {
-			// Other sandboxes' namespaces come and go; ours were checked just above.
-			err = hostguard.Unchanged(st.HostBefore, after, topology.IgnoreSandboxNamespaces)
+			// Namespaces come and go with other sandboxes and tests; ours were checked just above.
+			err = hostguard.Unchanged(st.HostBefore, after, topology.IgnoreNamespaces)
 		}
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%w\n(svcplane sandbox only ever changes its own namespaces: if this is not from a bug in it, something else on this host changed the network while the sandbox was up)", err))

@@ -129,7 +129,7 @@ func (u *upRun) run(ctx context.Context) (*State, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := hostguard.Unchanged(before, after, topology.IgnoreSandboxNamespaces); err != nil {
+	if err := hostguard.Unchanged(before, after, topology.IgnoreNamespaces); err != nil {
 		return nil, fmt.Errorf("refusing to continue, the host's network changed while the namespaces were built: %w", err)
 	}
 	u.step("host network checked: unchanged")

@@ -145,7 +145,7 @@ func New(t testing.TB, cfg Config) *Cluster {
 			return
 		}
 		// Other tests' topologies come and go meanwhile; Close has removed ours.
-		if err := hostguard.Unchanged(before, after, topology.IgnoreSandboxNamespaces); err != nil {
+		if err := hostguard.Unchanged(before, after, topology.IgnoreNamespaces); err != nil {
 			t.Error(err)
 		}
 	})

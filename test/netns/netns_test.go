@@ -199,7 +199,7 @@ func TestUpDownLeavesNothingBehind(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := hostguard.Unchanged(beforeHost, afterHost, topology.IgnoreSandboxNamespaces); err != nil {
+	if err := hostguard.Unchanged(beforeHost, afterHost, topology.IgnoreNamespaces); err != nil {
 		t.Error(err)
 	}
 	if _, ok := afterHost.Sections["nftables"]; !ok {

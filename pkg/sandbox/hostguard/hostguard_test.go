@@ -105,7 +105,7 @@ func TestTakeRecordsTheHost(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Tests of other packages may be building topologies meanwhile.
-	if err := Unchanged(s, again, topology.IgnoreSandboxNamespaces); err != nil {
+	if err := Unchanged(s, again, topology.IgnoreNamespaces); err != nil {
 		t.Errorf("two snapshots in a row differ: %v", err)
 	}
 }

@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"strings"
 
 	"golang.org/x/sys/unix"
 )
@@ -75,11 +74,13 @@ func inUse(name string) bool {
 	return false
 }
 
-// IgnoreSandboxNamespaces matches, in a hostguard snapshot, the network namespaces of every
-// topology: other sandboxes and tests create and remove theirs at any time, so only the
-// namespaces of one's own topology are checked (and those explicitly).
-func IgnoreSandboxNamespaces(section, line string) bool {
-	return section == "netns" && strings.HasPrefix(line, NamespacePrefix)
+// IgnoreNamespaces matches, in a hostguard snapshot, the list of network namespaces. A
+// namespace is no part of the host's own network (its links, routes and rules are its own);
+// sandboxes, tests and benchmarks create and remove theirs at any time, so a namespace that comes
+// or goes says nothing about what a sandbox did. Each topology checks its own namespaces
+// explicitly (List) when it is removed.
+func IgnoreNamespaces(section, _ string) bool {
+	return section == "netns"
 }
 
 // CleanupStale removes every topology whose owner has died (a killed test, a crashed sandbox)

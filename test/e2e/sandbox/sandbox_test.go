@@ -196,7 +196,7 @@ func assertNothingLeft(t *testing.T, name string, procs []sandbox.Process, befor
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := hostguard.Unchanged(before, after, topology.IgnoreSandboxNamespaces); err != nil {
+	if err := hostguard.Unchanged(before, after, topology.IgnoreNamespaces); err != nil {
 		t.Error(err)
 	}
 }
