@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"os"
@@ -30,24 +31,46 @@ import (
 
 var loopback = netip.MustParseAddr("127.0.0.1")
 
-// freePort returns a port nobody listens on for proto at the moment.
+// freePort returns a port nobody listens on for proto at the moment, below the kernel's
+// ephemeral range: a port the kernel handed out for a listener and took back would be handed
+// to the next outgoing connection of any process on the machine (other test packages run at
+// the same time), and the proxier's listen on it would then fail. Ports below the range are
+// only ever taken by an explicit bind.
 func freePort(t *testing.T, proto corev1.Protocol) int32 {
 	t.Helper()
-	if proto == corev1.ProtocolUDP {
-		c, err := net.ListenPacket("udp4", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
+	handedOutMu.Lock()
+	defer handedOutMu.Unlock()
+	for range 1000 {
+		port := 20000 + rand.IntN(12000)
+		if handedOut[port] {
+			continue
 		}
-		defer c.Close()
-		return int32(c.LocalAddr().(*net.UDPAddr).Port)
+		addr := fmt.Sprintf("127.0.0.1:%d", port)
+		var err error
+		if proto == corev1.ProtocolUDP {
+			var c net.PacketConn
+			if c, err = net.ListenPacket("udp4", addr); err == nil {
+				c.Close()
+			}
+		} else {
+			var l net.Listener
+			if l, err = net.Listen("tcp4", addr); err == nil {
+				l.Close()
+			}
+		}
+		if err == nil {
+			handedOut[port] = true
+			return int32(port)
+		}
 	}
-	l, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return int32(l.Addr().(*net.TCPAddr).Port)
+	t.Fatal("no free port between 20000 and 32000 on 127.0.0.1")
+	return 0
 }
+
+var (
+	handedOutMu sync.Mutex
+	handedOut   = map[int]bool{}
+)
 
 // harness is a Proxier on loopback plus the Snapshot it was last synced with.
 type harness struct {
