@@ -225,18 +225,16 @@ func TestKernelSourceRanges(t *testing.T) {
 	go func() {
 		defer close(done)
 		ns := inFreshNetns(t)
-		for _, args := range [][]string{
+		if err := ipIn(ns, [][]string{
 			{"link", "set", "lo", "up"},
 			{"addr", "add", "10.250.0.200/32", "dev", "lo"},
 			{"addr", "add", "10.250.0.201/32", "dev", "lo"},
 			{"addr", "add", "10.244.1.20/32", "dev", "lo"},
 			// The LB IP only needs a route out; nat-output turns it into the local backend.
 			{"route", "add", "10.251.0.0/24", "dev", "lo"},
-		} {
-			if out, err := exec.Command("nsenter", append([]string{"--net=" + ns, "ip"}, args...)...).CombinedOutput(); err != nil {
-				t.Errorf("ip %v: %v: %s", args, err, out)
-				return
-			}
+		}); err != nil {
+			t.Error(err)
+			return
 		}
 		backend, err := net.Listen("tcp", "10.244.1.20:8080")
 		if err != nil {
@@ -258,13 +256,11 @@ func TestKernelSourceRanges(t *testing.T) {
 		s := fenced([]string{"10.250.0.200/32"}, false)
 		tr.OnServiceAdd(s.svc)
 		tr.OnEndpointSliceAdd(s.slice)
-		p := NewProxier(testConfig(), nil)
-		k, err := NewNetlinkKernel(p)
+		p, err := kernelProxier(testConfig())
 		if err != nil {
 			t.Error(err)
 			return
 		}
-		p.kernel = k
 		if err := p.Sync(tr.Snapshot(), true); err != nil {
 			t.Errorf("full sync: %v", err)
 			return

@@ -1,6 +1,7 @@
 package nftables
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"runtime"
@@ -42,13 +43,11 @@ func TestKernelAcceptsEveryRuleKind(t *testing.T) {
 				tr.OnEndpointSliceAdd(s.slice)
 			}
 		}
-		p := NewProxier(testConfig(), nil)
-		k, err := NewNetlinkKernel(p)
+		p, err := kernelProxier(testConfig())
 		if err != nil {
 			t.Error(err)
 			return
 		}
-		p.kernel = k
 		if err := p.Sync(tr.Snapshot(), true); err != nil {
 			t.Errorf("full sync: %v", err)
 			return
@@ -80,13 +79,11 @@ func TestKernelScale(t *testing.T) {
 		defer close(done)
 		inFreshNetns(t)
 		tr := scale(scaleN(), 10)
-		p := NewProxier(testConfig(), nil)
-		k, err := NewNetlinkKernel(p)
+		p, err := kernelProxier(testConfig())
 		if err != nil {
 			t.Error(err)
 			return
 		}
-		p.kernel = k
 		start := time.Now()
 		snap := tr.Snapshot()
 		snapDur := time.Since(start)
@@ -183,4 +180,25 @@ func TestNewChecksKernel(t *testing.T) {
 		}
 	}()
 	<-done
+}
+
+// kernelProxier returns a proxier that programs the calling thread's namespace over netlink.
+func kernelProxier(cfg Config) (*Proxier, error) {
+	p := NewProxier(cfg, nil)
+	k, err := NewNetlinkKernel(p)
+	if err != nil {
+		return nil, err
+	}
+	p.kernel = k
+	return p, nil
+}
+
+// ipIn runs each `ip` command (its arguments) in the namespace at path ns.
+func ipIn(ns string, commands [][]string) error {
+	for _, args := range commands {
+		if out, err := exec.Command("nsenter", append([]string{"--net=" + ns, "ip"}, args...)...).CombinedOutput(); err != nil {
+			return fmt.Errorf("ip %v: %v: %s", args, err, out)
+		}
+	}
+	return nil
 }

@@ -149,13 +149,11 @@ func TestKernelListingMatchesDump(t *testing.T) {
 			go func() {
 				defer close(done)
 				ns := inFreshNetns(t)
-				p := NewProxier(testConfig(), nil)
-				k, err := NewNetlinkKernel(p)
+				p, err := kernelProxier(testConfig())
 				if err != nil {
 					t.Error(err)
 					return
 				}
-				p.kernel = k
 				compare := func(stage string) {
 					out, err := exec.Command("nsenter", "--net="+ns, "nft", "list", "table", "ip", TableName).CombinedOutput()
 					if err != nil {
@@ -284,13 +282,11 @@ func TestKernelListingMatchesDumpIPv6(t *testing.T) {
 				tr.OnEndpointSliceAdd(s.slice)
 			}
 		}
-		p := NewProxier(cfg, nil)
-		k, err := NewNetlinkKernel(p)
+		p, err := kernelProxier(cfg)
 		if err != nil {
 			t.Error(err)
 			return
 		}
-		p.kernel = k
 		if err := p.Sync(tr.Snapshot(), true); err != nil {
 			t.Errorf("full sync: %v", err)
 			return

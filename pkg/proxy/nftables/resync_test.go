@@ -41,17 +41,15 @@ func TestKernelAffinitySurvivesFullSync(t *testing.T) {
 	go func() {
 		defer close(done)
 		ns := inFreshNetns(t)
-		for _, args := range [][]string{
+		if err := ipIn(ns, [][]string{
 			{"link", "set", "lo", "up"},
 			{"addr", "add", "10.250.0.200/29", "dev", "lo"},
 			{"addr", "add", "10.244.1.9/32", "dev", "lo"},
 			{"addr", "add", "10.244.1.10/32", "dev", "lo"},
 			{"route", "add", "10.96.0.0/12", "dev", "lo"},
-		} {
-			if out, err := exec.Command("nsenter", append([]string{"--net=" + ns, "ip"}, args...)...).CombinedOutput(); err != nil {
-				t.Errorf("ip %v: %v: %s", args, err, out)
-				return
-			}
+		}); err != nil {
+			t.Error(err)
+			return
 		}
 		for _, addr := range []string{"10.244.1.9:8080", "10.244.1.10:8080"} {
 			ln, err := net.Listen("tcp", addr)
@@ -93,13 +91,11 @@ func TestKernelAffinitySurvivesFullSync(t *testing.T) {
 			tr.OnServiceAdd(s.svc)
 			tr.OnEndpointSliceAdd(s.slice)
 		}
-		p := NewProxier(testConfig(), nil)
-		k, err := NewNetlinkKernel(p)
+		p, err := kernelProxier(testConfig())
 		if err != nil {
 			t.Error(err)
 			return
 		}
-		p.kernel = k
 		if err := p.Sync(tr.Snapshot(), true); err != nil {
 			t.Errorf("first full sync: %v", err)
 			return

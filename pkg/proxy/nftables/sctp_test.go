@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"hash/crc32"
 	"net/netip"
-	"os/exec"
 	"testing"
 	"time"
 
@@ -46,27 +45,23 @@ func TestKernelSCTPClusterIP(t *testing.T) {
 	go func() {
 		defer close(done)
 		ns := inFreshNetns(t)
-		for _, args := range [][]string{
+		if err := ipIn(ns, [][]string{
 			{"link", "set", "lo", "up"},
 			{"addr", "add", "10.250.0.200/32", "dev", "lo"},
 			{"addr", "add", "10.244.2.6/32", "dev", "lo"},
 			{"route", "add", "10.96.0.0/12", "dev", "lo"},
-		} {
-			if out, err := exec.Command("nsenter", append([]string{"--net=" + ns, "ip"}, args...)...).CombinedOutput(); err != nil {
-				t.Errorf("ip %v: %v: %s", args, err, out)
-				return
-			}
+		}); err != nil {
+			t.Error(err)
+			return
 		}
 		tr := proxy.NewTracker(corev1.IPv4Protocol, testNode, nil)
 		tr.OnServiceAdd(makeService("sctp", "10.96.0.6", 9, corev1.ProtocolSCTP))
 		tr.OnEndpointSliceAdd(makeSlice("sctp", 9999, corev1.ProtocolSCTP, ep{"10.244.2.6", "node2", true, false}))
-		p := NewProxier(testConfig(), nil)
-		k, err := NewNetlinkKernel(p)
+		p, err := kernelProxier(testConfig())
 		if err != nil {
 			t.Error(err)
 			return
 		}
-		p.kernel = k
 		if err := p.Sync(tr.Snapshot(), true); err != nil {
 			t.Errorf("full sync: %v", err)
 			return
