@@ -115,76 +115,16 @@ func TestSourceRangesRules(t *testing.T) {
 	}
 }
 
-// trace runs a packet through the filter hook the way the kernel would, using the rules'
-// eval views, and returns the final verdict: accept (on to NAT), drop or reject.
+// trace walks pkt through a filter hook (no random choices there) with the tracer of
+// tracer_test.go and returns its verdict.
 func trace(t *testing.T, p *Proxier, hook string, pkt packet) verdictKind {
 	t.Helper()
-	chains := map[string][]rule{}
-	_, base := p.baseChains()
-	for name, rules := range base {
-		chains[name] = rules
+	chains, tbl := tracerTables(p)
+	results := walkChain(t, chains, tbl, hook, pkt)
+	if len(results) != 1 {
+		t.Fatalf("%s: %d outcomes, want one", hook, len(results))
 	}
-	tbl := &tables{serviceIPs: map[ipProtoPort]string{}, noEndpointIPs: map[ipProtoPort]string{},
-		nodePorts: map[protoPort]string{}, noEndpointNodePort: map[protoPort]string{}, nodePortIPs: map[netip.Addr]bool{}}
-	for _, a := range p.cfg.NodePortAddresses {
-		tbl.nodePortIPs[a] = true
-	}
-	for _, pl := range p.programmed {
-		for _, c := range pl.chains {
-			chains[c.name] = c.rules
-		}
-		for k, v := range pl.serviceIPs {
-			tbl.serviceIPs[k] = v
-		}
-		for k, v := range pl.noEndpointIP {
-			tbl.noEndpointIPs[k] = v
-		}
-		for k, v := range pl.nodePorts {
-			tbl.nodePorts[k] = v
-		}
-		for k, v := range pl.noEndpointNP {
-			tbl.noEndpointNodePort[k] = v
-		}
-	}
-	type frame struct {
-		chain string
-		next  int
-	}
-	var stack []frame
-	chain, i := hook, 0
-	for steps := 0; steps < 100; steps++ {
-		rules, ok := chains[chain]
-		if !ok {
-			t.Fatalf("no chain %q", chain)
-		}
-		if i >= len(rules) {
-			if len(stack) == 0 {
-				return vAccept
-			}
-			f := stack[len(stack)-1]
-			stack = stack[:len(stack)-1]
-			chain, i = f.chain, f.next
-			continue
-		}
-		matched, kind, target := rules[i].eval(&pkt, tbl)
-		i++
-		if !matched {
-			continue
-		}
-		switch kind {
-		case vJump:
-			stack = append(stack, frame{chain, i})
-			chain, i = target, 0
-		case vGoto:
-			chain, i = target, 0
-		case vReturn:
-			i = len(rules)
-		case vDrop, vReject, vAccept:
-			return kind
-		}
-	}
-	t.Fatal("trace did not end")
-	return vContinue
+	return results[0].kind
 }
 
 func TestSourceRangesPacketTrace(t *testing.T) {
