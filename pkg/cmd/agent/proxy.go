@@ -15,7 +15,7 @@ import (
 
 func (o *Options) addProxyFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.ProxyMode, "proxy-mode", o.ProxyMode, "Service proxy run by the agent: nftables, userspace, or none (run `svcplane proxy` separately, or no proxy).")
-	fs.StringVar(&o.ClusterCIDR, "cluster-cidr", o.ClusterCIDR, "Pod address range of the cluster: the proxy masquerades Service traffic from outside it.")
+	fs.StringVar(&o.ClusterCIDR, "cluster-cidr", o.ClusterCIDR, "Pod address range of the cluster, or one per IP family (v4,v6): the proxy masquerades Service traffic from outside its family's range. An IPv6 range makes IPv6 Services required.")
 	fs.StringSliceVar(&o.ServiceCIDRs, "service-cluster-ip-range", o.ServiceCIDRs, "ClusterIP ranges, as the server's --service-cluster-ip-range (the userspace mode routes them locally).")
 	fs.BoolVar(&o.AnnounceLoadBalancers, "announce-load-balancers", o.AnnounceLoadBalancers, "Answer ARP on the --node-ip interface for the LoadBalancer addresses this node is chosen to announce (L2 mode).")
 	fs.DurationVar(&o.AnnounceBeaconInterval, "announce-beacon-interval", o.AnnounceBeaconInterval, "How often the announcer broadcasts on the --node-ip interface that it is alive; the other nodes take its LoadBalancer addresses over 4 intervals after its last beacon (at once when it stops cleanly).")
@@ -30,9 +30,9 @@ func (o *Options) runProxy(ctx context.Context, client kubernetes.Interface) err
 		<-ctx.Done()
 		return nil
 	}
-	cidr, err := netip.ParsePrefix(o.ClusterCIDR)
+	clusterCIDRs, err := app.ParseCIDRList("--cluster-cidr", o.ClusterCIDR)
 	if err != nil {
-		return fmt.Errorf("--cluster-cidr %q is not a CIDR", o.ClusterCIDR)
+		return err
 	}
 	var serviceCIDRs []netip.Prefix
 	for _, s := range o.ServiceCIDRs {
@@ -43,10 +43,11 @@ func (o *Options) runProxy(ctx context.Context, client kubernetes.Interface) err
 		serviceCIDRs = append(serviceCIDRs, p.Masked())
 	}
 	return app.Run(ctx, app.Config{
-		Client: client, NodeName: o.NodeName, Mode: o.ProxyMode, ClusterCIDR: cidr.Masked(),
+		Client: client, NodeName: o.NodeName, Mode: o.ProxyMode, ClusterCIDRs: clusterCIDRs,
 		ServiceCIDRs: serviceCIDRs, Scheduler: o.Scheduler,
-		// NodePorts answer on the node address (upstream's "primary" default), not on the
-		// pod bridge's gateway.
+		// IPv4 NodePorts answer on the node address (upstream's "primary" default), not on
+		// the pod bridge's gateway; IPv6 ones, with no IPv6 prefix given, on every global
+		// IPv6 address of the node.
 		NodePortAddresses: []netip.Prefix{netip.PrefixFrom(o.nodeIP, o.nodeIP.BitLen())},
 		HealthzAddress:    "0.0.0.0:10256",
 		MinSyncPeriod:     100 * time.Millisecond, SyncPeriod: time.Hour,

@@ -67,9 +67,9 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.Server, "server", o.Server, "URL of the API server, overriding the kubeconfig's.")
 	fs.StringVar(&o.NodeName, "node-name", o.NodeName, "Name of this Node (decides which endpoints are local); default the host name.")
 	fs.StringVar(&o.Mode, "proxy-mode", o.Mode, "nftables or userspace.")
-	fs.StringVar(&o.ClusterCIDR, "cluster-cidr", o.ClusterCIDR, "Pod address range: ClusterIP traffic from outside it is masqueraded; empty masquerades all.")
-	fs.StringSliceVar(&o.ServiceCIDRs, "service-cidr", o.ServiceCIDRs, "ClusterIP ranges (used by the userspace mode).")
-	fs.StringSliceVar(&o.NodePortAddresses, "nodeport-addresses", o.NodePortAddresses, "CIDRs of the node addresses NodePorts answer on; default every non-loopback address.")
+	fs.StringVar(&o.ClusterCIDR, "cluster-cidr", o.ClusterCIDR, "Pod address ranges, one or one per IP family (10.244.0.0/16,fd00:244::/56): ClusterIP traffic from outside its family's range is masqueraded; a family without one masquerades all. An IPv6 range makes IPv6 Services required: the proxy fails if the ip6 table cannot be programmed.")
+	fs.StringSliceVar(&o.ServiceCIDRs, "service-cidr", o.ServiceCIDRs, "ClusterIP ranges (the userspace mode routes the IPv4 one locally); an IPv6 range makes IPv6 Services required, as an IPv6 --cluster-cidr does.")
+	fs.StringSliceVar(&o.NodePortAddresses, "nodeport-addresses", o.NodePortAddresses, "CIDRs of the node addresses NodePorts answer on, per IP family; a family without one answers on every non-loopback, non-link-local address of that family.")
 	fs.StringVar(&o.HealthzAddress, "healthz-bind-address", o.HealthzAddress, "Address serving /healthz and /metrics; empty disables.")
 	fs.DurationVar(&o.MinSyncPeriod, "min-sync-period", o.MinSyncPeriod, "Shortest time between syncs: changes arriving meanwhile are merged.")
 	fs.DurationVar(&o.SyncPeriod, "sync-period", o.SyncPeriod, "Period of the full resync that repairs rules changed behind the proxy's back.")
@@ -89,13 +89,11 @@ func (o *Options) Complete() error {
 	var errs []error
 	o.cfg = app.Config{NodeName: o.NodeName, Mode: o.Mode, HealthzAddress: o.HealthzAddress,
 		MinSyncPeriod: o.MinSyncPeriod, SyncPeriod: o.SyncPeriod, Scheduler: o.Scheduler}
-	if o.ClusterCIDR != "" {
-		p, err := netip.ParsePrefix(o.ClusterCIDR)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("--cluster-cidr %q is not a CIDR", o.ClusterCIDR))
-		}
-		o.cfg.ClusterCIDR = p.Masked()
+	cidrs, err := app.ParseCIDRList("--cluster-cidr", o.ClusterCIDR)
+	if err != nil {
+		errs = append(errs, err)
 	}
+	o.cfg.ClusterCIDRs = cidrs
 	for _, flag := range []struct {
 		name string
 		in   []string

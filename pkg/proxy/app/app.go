@@ -1,8 +1,9 @@
-// Package app runs a Service proxy: the informers of pkg/proxy/config feed a pkg/proxy
-// Tracker, whose Snapshots a bounded-frequency runner (pkg/proxy/runner) hands to the chosen
-// backend (pkg/proxy/nftables or pkg/proxy/userspace). It also serves /healthz and /metrics,
-// and the healthCheckNodePorts of externalTrafficPolicy: Local Services. It is the only
-// package that imports both backends; `svcplane proxy` and `svcplane agent` call Run.
+// Package app runs a Service proxy: the informers of pkg/proxy/config feed one pkg/proxy
+// Tracker per IP family, whose Snapshots a bounded-frequency runner (pkg/proxy/runner) hands to
+// the chosen backend (pkg/proxy/nftables, one table per family, or pkg/proxy/userspace). It also
+// serves /healthz and /metrics, and the healthCheckNodePorts of externalTrafficPolicy: Local
+// Services. It is the only package that imports both backends; `svcplane proxy` and
+// `svcplane agent` call Run.
 package app
 
 import (
@@ -12,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"slices"
 	"strings"
 	"time"
@@ -41,13 +43,16 @@ type Config struct {
 	Client   kubernetes.Interface
 	NodeName string
 	Mode     string
-	// ClusterCIDR is the Pods' range: ClusterIP traffic from outside it is masqueraded.
-	// Invalid masquerades all ClusterIP traffic.
-	ClusterCIDR netip.Prefix
-	// ServiceCIDRs are the ClusterIP ranges (the userspace mode routes them locally).
+	// ClusterCIDRs are the Pods' ranges, at most one per IP family: ClusterIP traffic from
+	// outside its family's range is masqueraded; a family without a range masquerades all its
+	// ClusterIP traffic. An IPv6 range makes IPv6 required (see Run).
+	ClusterCIDRs []netip.Prefix
+	// ServiceCIDRs are the ClusterIP ranges (the userspace mode routes the IPv4 one locally).
+	// An IPv6 range makes IPv6 required (see Run).
 	ServiceCIDRs []netip.Prefix
-	// NodePortAddresses selects the node addresses NodePorts answer on; empty: every
-	// non-loopback address of the node's family.
+	// NodePortAddresses selects, per family, the node addresses NodePorts answer on: a family
+	// with no prefix here answers on every non-loopback, non-link-local address of that family
+	// (kube-proxy treats --nodeport-addresses of one family the same way).
 	NodePortAddresses []netip.Prefix
 	// HealthzAddress serves /healthz and /metrics ("" disables), e.g. "0.0.0.0:10256".
 	HealthzAddress string
@@ -75,7 +80,29 @@ func (c *Config) Validate() error {
 	if c.MinSyncPeriod < 0 || c.SyncPeriod <= 0 {
 		errs = append(errs, errors.New("sync periods must be positive"))
 	}
+	for _, f := range []corev1.IPFamily{corev1.IPv4Protocol, corev1.IPv6Protocol} {
+		if n := len(ofFamily(c.ClusterCIDRs, f)); n > 1 {
+			errs = append(errs, fmt.Errorf("--cluster-cidr: %d %s ranges; give at most one per family", n, f))
+		}
+	}
 	return errors.Join(errs...)
+}
+
+// ParseCIDRList reads a flag holding one CIDR or a comma-separated list ("10.244.0.0/16" or
+// "10.244.0.0/16,fd00:244::/56"); empty means none.
+func ParseCIDRList(flag, value string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, s := range strings.Split(value, ",") {
+		if s = strings.TrimSpace(s); s == "" {
+			continue
+		}
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return nil, fmt.Errorf("%s %q: %q is not a CIDR", flag, value, s)
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
 }
 
 // Backend is what the two modes have in common.
@@ -83,31 +110,47 @@ type Backend interface {
 	Sync(snap *proxy.Snapshot, full bool) error
 }
 
+// stack is one IP family's share of the proxy: its Tracker and the backend it feeds.
+type stack struct {
+	family    corev1.IPFamily
+	backend   Backend
+	tracker   *proxy.Tracker
+	nodeAddrs []netip.Addr
+}
+
 // Run runs the proxy until ctx ends. It returns early only if the backend cannot start (the
 // kernel lacks a feature, a socket cannot be opened): that error names what is missing.
+//
+// In nftables mode IPv4 is always proxied, and IPv6 too whenever the kernel lets this
+// namespace use it (as kube-proxy, which goes dual-stack when the kernel supports both
+// families, whatever the node's addresses): each family gets its own table, ip and ip6
+// svcplane. If the IPv6 table cannot be programmed, the proxy logs why and serves IPv4 alone,
+// unless IPv6 was asked for explicitly by an IPv6 range in ClusterCIDRs or ServiceCIDRs: then
+// Run fails, since that node would silently break the IPv6 Services it was configured for.
+// The userspace mode proxies IPv4 only.
 func Run(ctx context.Context, c Config) error {
 	if err := c.Validate(); err != nil {
 		return err
 	}
-	nodeAddrs, err := nodeAddresses(c.NodePortAddresses)
-	if err != nil {
-		return err
-	}
-	var backend Backend
+	var stacks []*stack
 	switch c.Mode {
 	case ModeNFTables:
-		p, err := nftables.New(nftables.Config{Family: corev1.IPv4Protocol, ClusterCIDR: c.ClusterCIDR, NodePortAddresses: nodeAddrs})
-		if err != nil {
-			return fmt.Errorf("starting the nftables proxy: %w", err)
+		var err error
+		if stacks, err = startNFTables(c); err != nil {
+			return err
 		}
-		backend = p
 	case ModeUserspace:
-		p, err := userspace.New(userspace.Options{NodeIPs: nodeAddrs, ServiceCIDRs: c.ServiceCIDRs, ManageLocalRoutes: true, Scheduler: c.Scheduler})
+		addrs, err := nodeAddresses(corev1.IPv4Protocol, c.NodePortAddresses)
+		if err != nil {
+			return err
+		}
+		p, err := userspace.New(userspace.Options{NodeIPs: addrs, ServiceCIDRs: ofFamily(c.ServiceCIDRs, corev1.IPv4Protocol),
+			ManageLocalRoutes: true, Scheduler: c.Scheduler})
 		if err != nil {
 			return fmt.Errorf("starting the userspace proxy: %w", err)
 		}
 		defer p.Close()
-		backend = p
+		stacks = []*stack{{family: corev1.IPv4Protocol, backend: p, nodeAddrs: addrs}}
 	}
 
 	metrics := proxy.NewMetrics(c.Mode)
@@ -115,31 +158,59 @@ func Run(ctx context.Context, c Config) error {
 	healthChecks := proxy.NewServiceHealthServer("")
 	defer healthChecks.Close()
 	var r *runner.Runner
-	tracker := proxy.NewTracker(corev1.IPv4Protocol, c.NodeName, func() {
+	notify := func() {
 		health.Queued()
 		r.Run()
-	})
+	}
+	handlers := make([]config.FamilyHandler, len(stacks))
+	for i, s := range stacks {
+		s.tracker = proxy.NewTracker(s.family, c.NodeName, notify)
+		handlers[i] = config.FamilyHandler{Family: s.family, Handler: s.tracker}
+	}
 	synced := false
+	// One runner syncs every family in turn rather than one runner per family: a dual-stack
+	// Service's change concerns both tables, so one wake-up per burst programs both, and
+	// /healthz, the sync-duration histogram and the healthCheckNodePorts keep the meaning they
+	// have on a single-stack node (a sync is done when every table carries it). The cost: a
+	// failure in one family retries as a full sync of both (failures are rare; the full sync
+	// of an unchanged table is one transaction).
 	r = runner.New(func(full bool) error {
 		start := time.Now()
-		snap := tracker.Snapshot()
-		if !snap.Synced {
+		snaps := make([]*proxy.Snapshot, len(stacks))
+		ready := true
+		for i, s := range stacks {
+			snaps[i] = s.tracker.Snapshot()
+			ready = ready && snaps[i].Synced
+		}
+		if !ready {
 			// Before both informers have listed everything, a sync would briefly remove
-			// the Services not yet seen: wait (the Synced handlers nudge the runner).
+			// the Services not yet seen: wait (the Synced handlers nudge the runner). The
+			// first sync below is a full one, so the changes just taken are not lost.
 			return nil
 		}
 		if !synced {
 			full, synced = true, true
 		}
-		if err := backend.Sync(snap, full); err != nil {
-			metrics.SyncFailures.Inc()
-			klog.ErrorS(err, "proxy sync failed; retrying as a full sync", "mode", c.Mode, "full", full)
-			return err
+		var errs []error
+		var changeTimes []time.Time
+		changed := 0
+		for i, s := range stacks {
+			if err := s.backend.Sync(snaps[i], full); err != nil {
+				metrics.SyncFailures.Inc()
+				klog.ErrorS(err, "proxy sync failed; retrying as a full sync", "mode", c.Mode, "family", s.family, "full", full)
+				errs = append(errs, fmt.Errorf("%s: %w", s.family, err))
+				continue
+			}
+			changeTimes = append(changeTimes, snaps[i].ChangeTimes...)
+			changed += snaps[i].Changed.Len()
 		}
-		healthChecks.Sync(snap)
-		metrics.ObserveSync(full, start, snap.ChangeTimes)
+		healthChecks.Sync(healthSnapshot(snaps))
+		if len(errs) > 0 {
+			return errors.Join(errs...)
+		}
+		metrics.ObserveSync(full, start, changeTimes)
 		health.Synced(start)
-		klog.V(2).InfoS("proxy synced", "full", full, "changed", snap.Changed.Len(), "took", time.Since(start))
+		klog.V(2).InfoS("proxy synced", "full", full, "changed", changed, "took", time.Since(start))
 		return nil
 	}, c.MinSyncPeriod, c.SyncPeriod)
 
@@ -152,19 +223,123 @@ func Run(ctx context.Context, c Config) error {
 		go func() { _ = srv.Serve(ln) }()
 		defer srv.Close()
 	}
-	go config.Run(ctx, c.Client, 0, tracker)
-	klog.InfoS("proxy running", "mode", c.Mode, "node", c.NodeName, "nodePortAddresses", nodeAddrs)
+	go config.Run(ctx, c.Client, 0, config.PerFamily(handlers...))
+	for _, s := range stacks {
+		klog.InfoS("proxy running", "mode", c.Mode, "node", c.NodeName, "family", s.family, "nodePortAddresses", s.nodeAddrs)
+	}
 	r.Loop(ctx)
 	return nil
 }
 
-// nodeAddresses lists this node's IPv4 addresses within prefixes (all non-loopback ones
-// when prefixes is empty).
-func nodeAddresses(prefixes []netip.Prefix) ([]netip.Addr, error) {
+// startNFTables starts the IPv4 proxier and, where possible, the IPv6 one (see Run).
+func startNFTables(c Config) ([]*stack, error) {
+	newStack := func(f corev1.IPFamily) (*stack, error) {
+		addrs, err := nodeAddresses(f, c.NodePortAddresses)
+		if err != nil {
+			return nil, err
+		}
+		var cidr netip.Prefix // invalid: masquerade all ClusterIP traffic of this family
+		if own := ofFamily(c.ClusterCIDRs, f); len(own) > 0 {
+			cidr = own[0]
+		}
+		p, err := nftables.New(nftables.Config{Family: f, ClusterCIDR: cidr, NodePortAddresses: addrs})
+		if err != nil {
+			return nil, err
+		}
+		return &stack{family: f, backend: p, nodeAddrs: addrs}, nil
+	}
+	v4, err := newStack(corev1.IPv4Protocol)
+	if err != nil {
+		return nil, fmt.Errorf("starting the nftables proxy: %w", err)
+	}
+	stacks := []*stack{v4}
+	required := ipv6AskedFor(c)
+	v6, err := func() (*stack, error) {
+		if reason := ipv6Unavailable(); reason != "" {
+			return nil, errors.New(reason)
+		}
+		return newStack(corev1.IPv6Protocol)
+	}()
+	switch {
+	case err == nil:
+		stacks = append(stacks, v6)
+	case required != "":
+		return nil, fmt.Errorf("starting the IPv6 nftables proxy, required by %s: %w", required, err)
+	default:
+		klog.ErrorS(err, "IPv6 Services will not work on this node; proxying IPv4 only (give an IPv6 --cluster-cidr to make this an error)")
+	}
+	return stacks, nil
+}
+
+// ipv6AskedFor names the setting that asks for IPv6 Services on this node, or "".
+func ipv6AskedFor(c Config) string {
+	if v6 := ofFamily(c.ClusterCIDRs, corev1.IPv6Protocol); len(v6) > 0 {
+		return "--cluster-cidr " + v6[0].String()
+	}
+	if v6 := ofFamily(c.ServiceCIDRs, corev1.IPv6Protocol); len(v6) > 0 {
+		return "the IPv6 service range " + v6[0].String()
+	}
+	return ""
+}
+
+// ipv6Unavailable says why this network namespace cannot use IPv6, or "" if it can: a kernel
+// booted with ipv6.disable=1 has no /proc/net/if_inet6 (kube-proxy checks the same file), and
+// a namespace can switch IPv6 off with the disable_ipv6 sysctl.
+func ipv6Unavailable() string {
+	if _, err := os.Stat("/proc/net/if_inet6"); err != nil {
+		return "the kernel has no IPv6 (/proc/net/if_inet6 is missing)"
+	}
+	if b, err := os.ReadFile("/proc/sys/net/ipv6/conf/all/disable_ipv6"); err == nil && strings.TrimSpace(string(b)) == "1" {
+		return "IPv6 is disabled in this network namespace (net.ipv6.conf.all.disable_ipv6=1)"
+	}
+	return ""
+}
+
+// healthSnapshot is what the one healthCheckNodePort server counts: with one family, that
+// family's Snapshot; with two, every externalTrafficPolicy: Local ServicePort from the family
+// where this node has more usable local endpoints of it (a dual-stack Pod is one endpoint in
+// each family, so the families are compared, not added; an IPv6-only Service is counted too).
+func healthSnapshot(snaps []*proxy.Snapshot) *proxy.Snapshot {
+	if len(snaps) == 1 {
+		return snaps[0]
+	}
+	out := &proxy.Snapshot{Services: proxy.ServicePortMap{}, Endpoints: proxy.EndpointsMap{}}
+	best := map[proxy.ServicePortName]int{}
+	for _, snap := range snaps {
+		for name, sp := range snap.Services {
+			if !sp.ExternalPolicyLocal || sp.HealthCheckNodePort == 0 {
+				continue
+			}
+			_, _, local := proxy.UsableEndpoints(sp, snap.Endpoints[name])
+			if prev, ok := best[name]; ok && prev >= local {
+				continue
+			}
+			best[name] = local
+			out.Services[name], out.Endpoints[name] = sp, snap.Endpoints[name]
+		}
+	}
+	return out
+}
+
+// ofFamily returns the prefixes of family f.
+func ofFamily(prefixes []netip.Prefix, f corev1.IPFamily) []netip.Prefix {
+	var out []netip.Prefix
+	for _, p := range prefixes {
+		if p.Addr().Is4() == (f == corev1.IPv4Protocol) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// nodeAddresses lists this node's addresses of family f within the prefixes of that family
+// (all non-loopback, non-link-local ones when prefixes has none of f).
+func nodeAddresses(f corev1.IPFamily, prefixes []netip.Prefix) ([]netip.Addr, error) {
 	addrs, err := net.InterfaceAddrs()
 	if err != nil {
 		return nil, fmt.Errorf("listing the node's addresses: %w", err)
 	}
+	own := ofFamily(prefixes, f)
 	var out []netip.Addr
 	for _, a := range addrs {
 		n, ok := a.(*net.IPNet)
@@ -176,10 +351,10 @@ func nodeAddresses(prefixes []netip.Prefix) ([]netip.Addr, error) {
 			continue
 		}
 		ip = ip.Unmap()
-		if !ip.Is4() || ip.IsLoopback() || ip.IsLinkLocalUnicast() {
+		if ip.Is4() != (f == corev1.IPv4Protocol) || ip.IsLoopback() || ip.IsLinkLocalUnicast() {
 			continue
 		}
-		if len(prefixes) > 0 && !slices.ContainsFunc(prefixes, func(p netip.Prefix) bool { return p.Contains(ip) }) {
+		if len(own) > 0 && !slices.ContainsFunc(own, func(p netip.Prefix) bool { return p.Contains(ip) }) {
 			continue
 		}
 		if !slices.Contains(out, ip) {
