@@ -9,6 +9,8 @@
 # kube-apiserver on a fresh etcd of its own:
 #   KUBE_APISERVER=/path/kube-apiserver ETCD=/path/etcd bench/service-creates.sh 10000 32
 # CLIENT_FLAGS passes flags to the writers, e.g. CLIENT_FLAGS=--protobuf.
+# SVCPLANE=FILE measures that svcplane binary instead of one built from this tree (to compare a
+# change with a binary built before it).
 # HEAP_PROFILE=FILE saves svcplane's heap profile (after a GC) once the writers are done:
 #   go tool pprof -sample_index=inuse_space -top FILE
 # kube-apiserver runs as a bare control plane would: AlwaysAllow, a token file, a service-account
@@ -85,7 +87,7 @@ wait_for() { # wait_for WHAT COMMAND...: up to 60 s
   return 1
 }
 
-go build -o "$work/svcplane" ./cmd/svcplane
+if [[ -n ${SVCPLANE:-} ]]; then cp "$SVCPLANE" "$work/svcplane"; else go build -o "$work/svcplane" ./cmd/svcplane; fi
 go build -o "$work/servicecreates" ./bench/servicecreates
 echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 

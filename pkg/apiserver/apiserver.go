@@ -23,6 +23,8 @@ import (
 	genericapiserver "k8s.io/apiserver/pkg/server"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/metadata"
+	"k8s.io/client-go/metadata/metadatainformer"
 	"k8s.io/klog/v2"
 
 	"github.com/svcplane/svcplane/pkg/admission/namespacelifecycle"
@@ -47,7 +49,8 @@ type Config struct {
 	Generic *genericapiserver.Config
 	// Informers share one loopback client; the generic server starts them after it serves. When
 	// controllers are configured, New registers for the kinds they watch informers that instead
-	// read this server's watch caches in-process (sharedinformers.go).
+	// read this server's watch caches in-process (sharedinformers.go), and gives them metadata
+	// informers over the same stores (metadatainformers.go).
 	Informers informers.SharedInformerFactory
 	// Controllers run in the server process after start-up.
 	Controllers []controller.Registration
@@ -108,9 +111,14 @@ func (c CompletedConfig) New() (*genericapiserver.GenericAPIServer, error) {
 			if err != nil {
 				return err
 			}
+			metadataClient, err := metadata.NewForConfig(loopback)
+			if err != nil {
+				return err
+			}
+			metadataFactory := newStoreMetadataInformers(stores, metadatainformer.NewSharedInformerFactory(metadataClient, 0))
 			var loops []func(context.Context)
 			for _, ctrl := range controllers {
-				run, err := ctrl.New(controller.Context{Config: loopback, Client: client, Informers: factory})
+				run, err := ctrl.New(controller.Context{Config: loopback, Client: client, Informers: factory, MetadataInformers: metadataFactory})
 				if err != nil {
 					return fmt.Errorf("creating the %s controller: %w", ctrl.Name, err)
 				}
@@ -118,6 +126,7 @@ func (c CompletedConfig) New() (*genericapiserver.GenericAPIServer, error) {
 			}
 			// Start the informers the controllers registered before their loops read them.
 			factory.Start(hook.Done())
+			metadataFactory.Start(hook.Done())
 			for i, run := range loops {
 				klog.V(2).InfoS("Starting controller", "name", controllers[i].Name)
 				go run(hook)
@@ -130,7 +139,7 @@ func (c CompletedConfig) New() (*genericapiserver.GenericAPIServer, error) {
 
 // installAPIs installs the core group at /api and the named groups (apps, discovery.k8s.io,
 // svcplane.io) at /apis, and returns the main store of each resource.
-func installAPIs(s *genericapiserver.GenericAPIServer, opts generic.RESTOptionsGetter, services *ServiceConfig) (map[schema.GroupResource]rest.Storage, error) {
+func installAPIs(s *genericapiserver.GenericAPIServer, opts generic.RESTOptionsGetter, services *ServiceConfig) (map[schema.GroupVersionResource]rest.Storage, error) {
 	var allocators *allocator.Set
 	if services != nil {
 		allocators = services.Allocators
@@ -180,13 +189,13 @@ func installAPIs(s *genericapiserver.GenericAPIServer, opts generic.RESTOptionsG
 	if err := s.InstallAPIGroups(apps, discovery, svcplane); err != nil {
 		return nil, fmt.Errorf("installing the API groups: %w", err)
 	}
-	stores := map[schema.GroupResource]rest.Storage{}
+	stores := map[schema.GroupVersionResource]rest.Storage{}
 	for _, group := range []*genericapiserver.APIGroupInfo{&coreGroup, apps, discovery, svcplane} {
-		for _, versioned := range group.VersionedResourcesStorageMap {
+		for version, versioned := range group.VersionedResourcesStorageMap {
 			for resource, store := range versioned {
 				// Subresources (status, scale, binding...) are reached through their resource.
 				if !strings.Contains(resource, "/") {
-					stores[schema.GroupResource{Group: group.PrioritizedVersions[0].Group, Resource: resource}] = store
+					stores[schema.GroupVersionResource{Group: group.PrioritizedVersions[0].Group, Version: version, Resource: resource}] = store
 				}
 			}
 		}

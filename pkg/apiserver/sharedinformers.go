@@ -41,16 +41,16 @@ import (
 // Namespaces are left to the loopback client: admission registers that informer before the
 // storage exists, and there are few of them.
 var sharedKinds = []struct {
-	resource schema.GroupResource
+	resource schema.GroupVersionResource
 	example  runtime.Object
 }{
-	{corev1.Resource("services"), &corev1.Service{}},
-	{corev1.Resource("endpoints"), &corev1.Endpoints{}},
-	{corev1.Resource("pods"), &corev1.Pod{}},
-	{corev1.Resource("nodes"), &corev1.Node{}},
-	{discoveryv1.Resource("endpointslices"), &discoveryv1.EndpointSlice{}},
-	{appsv1.Resource("deployments"), &appsv1.Deployment{}},
-	{appsv1.Resource("replicasets"), &appsv1.ReplicaSet{}},
+	{corev1.SchemeGroupVersion.WithResource("services"), &corev1.Service{}},
+	{corev1.SchemeGroupVersion.WithResource("endpoints"), &corev1.Endpoints{}},
+	{corev1.SchemeGroupVersion.WithResource("pods"), &corev1.Pod{}},
+	{corev1.SchemeGroupVersion.WithResource("nodes"), &corev1.Node{}},
+	{discoveryv1.SchemeGroupVersion.WithResource("endpointslices"), &discoveryv1.EndpointSlice{}},
+	{appsv1.SchemeGroupVersion.WithResource("deployments"), &appsv1.Deployment{}},
+	{appsv1.SchemeGroupVersion.WithResource("replicasets"), &appsv1.ReplicaSet{}},
 }
 
 // readableStore is what a registry store offers to read its objects.
@@ -63,7 +63,7 @@ type readableStore interface {
 // shareWatchCaches registers in factory an informer backed by the storage of each shared kind
 // whose store is in stores. It must run before anything asks the factory for those informers;
 // an informer that already exists is left as it is.
-func shareWatchCaches(factory informers.SharedInformerFactory, stores map[schema.GroupResource]rest.Storage) {
+func shareWatchCaches(factory informers.SharedInformerFactory, stores map[schema.GroupVersionResource]rest.Storage) {
 	for _, kind := range sharedKinds {
 		store, ok := stores[kind.resource].(readableStore)
 		if !ok {
@@ -81,6 +81,9 @@ func shareWatchCaches(factory informers.SharedInformerFactory, stores map[schema
 // ListerWatcher.
 type storageListerWatcher struct {
 	store readableStore
+	// asMetadata makes lists and watches carry each object's metadata only, as
+	// PartialObjectMetadata (metadatainformers.go).
+	asMetadata bool
 }
 
 var _ cache.ListerWatcherWithContext = &storageListerWatcher{}
@@ -105,7 +108,11 @@ func (lw *storageListerWatcher) ListWithContext(ctx context.Context, opts metav1
 	}
 	// The watch cache answers in one piece; pages would only be chunks of the same memory.
 	internal.Limit, internal.Continue = 0, ""
-	return lw.store.List(genericapirequest.WithNamespace(ctx, metav1.NamespaceAll), internal)
+	list, err := lw.store.List(genericapirequest.WithNamespace(ctx, metav1.NamespaceAll), internal)
+	if err != nil || !lw.asMetadata {
+		return list, err
+	}
+	return metadataList(list)
 }
 
 func (lw *storageListerWatcher) WatchWithContext(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
@@ -117,7 +124,13 @@ func (lw *storageListerWatcher) WatchWithContext(ctx context.Context, opts metav
 	if err != nil {
 		return nil, err
 	}
-	return mapEvents(w, func(e watch.Event) watch.Event { return lw.share(ctx, e) }), nil
+	return mapEvents(w, func(e watch.Event) watch.Event {
+		e = lw.share(ctx, e)
+		if lw.asMetadata {
+			e.Object = partialMetadata(e.Object)
+		}
+		return e
+	}), nil
 }
 
 func internalListOptions(opts metav1.ListOptions) (*metainternalversion.ListOptions, error) {

@@ -146,7 +146,7 @@ func TestFactoryInformerReadsTheStore(t *testing.T) {
 		obj.(*corev1.Service).ManagedFields = nil
 		return obj, nil
 	}))
-	shareWatchCaches(factory, map[schema.GroupResource]rest.Storage{corev1.Resource("services"): store})
+	shareWatchCaches(factory, map[schema.GroupVersionResource]rest.Storage{corev1.SchemeGroupVersion.WithResource("services"): store})
 	lister := factory.Core().V1().Services().Lister()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -180,3 +180,72 @@ func TestFactoryInformerReadsTheStore(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestMetadataInformerSharesTheStoresMetadata checks the garbage collector's factory: its
+// informer over a store holds PartialObjectMetadata whose labels are the cached objects' own,
+// without managedFields, from the list and from the watch alike.
+func TestMetadataInformerSharesTheStoresMetadata(t *testing.T) {
+	web := testService("web", "5")
+	store := &fakeStore{
+		current: map[string]*corev1.Service{"ns/web": web},
+		list:    &corev1.ServiceList{ListMeta: metav1.ListMeta{ResourceVersion: "5"}, Items: []corev1.Service{*web}},
+		watcher: watch.NewFake(),
+	}
+	services := corev1.SchemeGroupVersion.WithResource("services")
+	factory := newStoreMetadataInformers(map[schema.GroupVersionResource]rest.Storage{services: store}, metadatainformerStub{})
+	informer := factory.ForResource(services)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer func() {
+		cancel()
+		factory.Shutdown()
+	}()
+	factory.Start(ctx.Done())
+	if synced := factory.WaitForCacheSync(ctx.Done()); !synced[services] {
+		t.Fatalf("informer never synced: %v", synced)
+	}
+	check := func(name string, cached *corev1.Service) bool {
+		obj, err := informer.Lister().ByNamespace("ns").Get(name)
+		if err != nil {
+			return false
+		}
+		m, ok := obj.(*metav1.PartialObjectMetadata)
+		if !ok {
+			t.Fatalf("%s: informer holds %T, want *PartialObjectMetadata", name, obj)
+		}
+		if m.UID != cached.UID || m.ResourceVersion != cached.ResourceVersion {
+			t.Errorf("%s: got uid %q rv %q, want %q %q", name, m.UID, m.ResourceVersion, cached.UID, cached.ResourceVersion)
+		}
+		if !sameMap(m.Labels, cached.Labels) {
+			t.Errorf("%s: labels are not the cached object's own map", name)
+		}
+		if m.ManagedFields != nil || cached.ManagedFields == nil {
+			t.Errorf("%s: managedFields: informer %v, store %v; want dropped from the informer's copy only", name, m.ManagedFields, cached.ManagedFields)
+		}
+		return true
+	}
+	if !check("web", web) {
+		t.Fatal("listed Service is not in the informer")
+	}
+	api := testService("api", "6")
+	store.current["ns/api"] = api
+	store.watcher.Add(&wrapped{Service: api})
+	deadline := time.Now().Add(10 * time.Second)
+	for !check("api", api) {
+		if time.Now().After(deadline) {
+			t.Fatal("watched Service never reached the informer")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// metadatainformerStub is a fallback factory with nothing in it.
+type metadatainformerStub struct{}
+
+func (metadatainformerStub) Start(<-chan struct{}) {}
+func (metadatainformerStub) ForResource(gvr schema.GroupVersionResource) informers.GenericInformer {
+	panic("fallback asked for " + gvr.String())
+}
+func (metadatainformerStub) WaitForCacheSync(<-chan struct{}) map[schema.GroupVersionResource]bool {
+	return map[schema.GroupVersionResource]bool{}
+}
+func (metadatainformerStub) Shutdown() {}

@@ -8,6 +8,7 @@ import (
 
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/metadata/metadatainformer"
 	"k8s.io/client-go/rest"
 )
 
@@ -16,6 +17,9 @@ type Context struct {
 	Config    *rest.Config
 	Client    kubernetes.Interface
 	Informers informers.SharedInformerFactory
+	// MetadataInformers, when set, is the shared factory of metadata-only informers (the API
+	// server's reads its storage in-process); when nil a controller builds one from Config.
+	MetadataInformers metadatainformer.SharedInformerFactory
 }
 
 // Registration names a controller and builds it. New registers the informers the controller

@@ -282,6 +282,10 @@ func (o *Options) Config(etcdEndpoint string) (*apiserver.Config, error) {
 	// server's deprecation warning on each write is for users, and logging it every time was 10k
 	// log lines per 10k Services. Each distinct warning is still printed once.
 	cfg.LoopbackClientConfig.WarningHandler = rest.NewWarningWriter(os.Stderr, rest.WarningWriterOptions{Deduplicate: true})
+	// Nothing is gained by compressing what the server sends itself (kube-apiserver disables it
+	// on its loopback config too): each watch event the in-process DNS server and the other
+	// loopback informers received was gzipped, each in-flight compressor holding ~0.8 MB.
+	cfg.LoopbackClientConfig.DisableCompression = true
 
 	tokens, err := auth.LoadTokenFile(o.tokenFile())
 	if err != nil {

@@ -13,11 +13,14 @@ import (
 
 // gcPercent is the GOGC the server runs with unless the environment sets one. Almost all of the
 // live heap is long-lived (watch caches, the built-in controllers' informers, the embedded
-// etcd), so Go's default of 100 lets the heap grow to twice that before a collection. At 10k
-// Services 50 took the peak RSS from ~620 to ~445 MiB for about a fifth more CPU per object: a
-// deliberate trade, since the rate is several times upstream's and memory is the tighter bar.
+// etcd), so Go's default of 100 lets the heap grow to twice that before a collection, and the
+// process's anonymous memory follows the heap goal, live × (1 + GOGC/100). At 10k Services 50
+// took the peak RSS from ~620 to ~445 MiB for about a fifth more CPU per object; 25 then took it
+// from ~345 to ~295 MiB (live heap ~170 MB) for another 15–30% of CPU per object (32–37 s →
+// 41–50 s for the 20k objects, figures in docs/benchmarks.md). A deliberate trade: the rate
+// stays several times upstream's, at a quarter of its CPU, and memory is the tighter bar.
 // GOGC=100 in the environment restores Go's default.
-const gcPercent = 50
+const gcPercent = 25
 
 func applyMemoryDefaults() error {
 	if os.Getenv("GOGC") == "" {
