@@ -71,10 +71,21 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer beacons.Close()
-	a := &announcer{cfg: cfg, conn: arp, beacons: beacons, iface: iface, peers: newPeers(), nudge: make(chan struct{}, 1),
+	// Without IPv6 in the kernel (or allowed to this process) IPv4 is still announced.
+	ndp, err := openNDP(iface)
+	if err != nil {
+		klog.ErrorS(err, "IPv6 LoadBalancer addresses will not be announced", "interface", iface.Name)
+		ndp = nil
+	} else {
+		defer ndp.Close()
+	}
+	a := &announcer{cfg: cfg, conn: arp, ndp: ndp, beacons: beacons, iface: iface, peers: newPeers(), nudge: make(chan struct{}, 1),
 		unheardSince: map[string]time.Time{}}
 	a.owned.Store(&map[netip.Addr]bool{})
 	go a.answer()
+	if ndp != nil {
+		go ndp.answer(func(ip netip.Addr) bool { return (*a.owned.Load())[ip] })
+	}
 	go a.listen()
 	factory := informers.NewSharedInformerFactory(cfg.Client, 0)
 	handler := cache.ResourceEventHandlerFuncs{
@@ -123,7 +134,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	a.candidate.Store(true)
 	a.sendBeacon() // tell the peers at once, rather than at the next tick
-	klog.InfoS("announcing LoadBalancer addresses by ARP", "interface", iface.Name, "mac", iface.HardwareAddr,
+	klog.InfoS("announcing LoadBalancer addresses by ARP and NDP", "interface", iface.Name, "mac", iface.HardwareAddr,
 		"beaconInterval", cfg.BeaconInterval, "hold", a.hold())
 	// Node heartbeats age without any event, so the choice is also redone every second;
 	// a peer's beacon running out wakes it exactly then.
@@ -168,7 +179,8 @@ func Run(ctx context.Context, cfg Config) error {
 
 type announcer struct {
 	cfg     Config
-	conn    *packetConn // ARP
+	conn    *packetConn   // ARP
+	ndp     *ndpResponder // nil: IPv6 not available
 	beacons *packetConn
 	iface   *net.Interface
 	peers   *peers
@@ -263,13 +275,14 @@ func (a *announcer) poke() {
 	}
 }
 
-// sync takes over the addresses assigned to this node (with a gratuitous ARP, so neighbours
-// that cached another node's MAC switch at once) and drops the others.
+// sync takes over the addresses assigned to this node (with a gratuitous ARP or an unsolicited
+// Neighbor Advertisement, so neighbours that cached another node's MAC switch at once) and
+// drops the others.
 func (a *announcer) sync(assigned map[netip.Addr]string) {
 	old := *a.owned.Load()
 	owned := map[netip.Addr]bool{}
 	for ip, node := range assigned {
-		if node == a.cfg.NodeName {
+		if node == a.cfg.NodeName && (ip.Is4() || a.ndp != nil) {
 			owned[ip] = true
 		}
 	}
@@ -277,12 +290,19 @@ func (a *announcer) sync(assigned map[netip.Addr]string) {
 	for ip := range owned {
 		if !old[ip] {
 			klog.InfoS("announcing LoadBalancer address", "ip", ip)
-			a.gratuitous(ip)
+			if ip.Is4() {
+				a.gratuitous(ip)
+			} else {
+				a.ndp.own(ip)
+			}
 		}
 	}
 	for ip := range old {
 		if !owned[ip] {
 			klog.InfoS("no longer announcing LoadBalancer address", "ip", ip, "now", assigned[ip])
+			if ip.Is6() {
+				a.ndp.disown(ip)
+			}
 		}
 	}
 }

@@ -107,9 +107,16 @@ func (c *packetConn) sendRaw(payload []byte, to net.HardwareAddr) error {
 // receiveRaw returns the payload of the next frame the interface received (not ones this host
 // sent), in a fresh slice.
 func (c *packetConn) receiveRaw() ([]byte, error) {
+	b, _, err := c.receiveFrom()
+	return b, err
+}
+
+// receiveFrom is receiveRaw that also returns the frame's Ethernet source address (NDP answers
+// there when a solicitation names no link-layer address).
+func (c *packetConn) receiveFrom() ([]byte, net.HardwareAddr, error) {
 	raw, err := c.file.SyscallConn()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	buf := make([]byte, 1500)
 	for {
@@ -121,15 +128,20 @@ func (c *packetConn) receiveRaw() ([]byte, error) {
 			return !errors.Is(recvErr, unix.EAGAIN)
 		})
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		if recvErr != nil {
-			return nil, recvErr
+			return nil, nil, recvErr
 		}
-		if ll, ok := from.(*unix.SockaddrLinklayer); ok && ll.Pkttype == unix.PACKET_OUTGOING {
+		ll, ok := from.(*unix.SockaddrLinklayer)
+		if ok && ll.Pkttype == unix.PACKET_OUTGOING {
 			continue
 		}
-		return buf[:n], nil
+		var src net.HardwareAddr
+		if ok && ll.Halen == 6 {
+			src = append(net.HardwareAddr(nil), ll.Addr[:6]...)
+		}
+		return buf[:n], src, nil
 	}
 }
 

@@ -107,7 +107,11 @@ func extNeighbour(t *testing.T, c *netns.Cluster, ip netip.Addr) string {
 	t.Helper()
 	var mac string
 	err := c.Do(netns.External, func() error {
-		neighs, err := netlink.NeighList(0, netlink.FAMILY_V4)
+		family := netlink.FAMILY_V4
+		if ip.Is6() {
+			family = netlink.FAMILY_V6
+		}
+		neighs, err := netlink.NeighList(0, family)
 		for _, n := range neighs {
 			if n.IP.Equal(ip.AsSlice()) && n.HardwareAddr != nil && n.State&(netlink.NUD_INCOMPLETE|netlink.NUD_FAILED) == 0 {
 				mac = n.HardwareAddr.String()

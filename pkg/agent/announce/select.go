@@ -1,12 +1,12 @@
 // Package announce makes LoadBalancer addresses reachable on the node network in L2 mode: for
-// every IPv4 address in a LoadBalancer Service's status.loadBalancer.ingress (ipMode VIP or
-// unset) exactly one node, chosen the same way by every agent from the API's Nodes, Services
-// and EndpointSlices and from which agents are alive, answers ARP requests for it with the MAC
-// of its node interface (the one holding --node-ip), and sends a gratuitous ARP when it takes
+// every address in a LoadBalancer Service's status.loadBalancer.ingress (ipMode VIP or unset)
+// exactly one node, chosen the same way by every agent from the API's Nodes, Services and
+// EndpointSlices and from which agents are alive, answers ARP requests (IPv4) or Neighbor
+// Solicitations (IPv6, ndp.go) for it with the MAC of its node interface (the one holding
+// --node-ip), and sends a gratuitous ARP or an unsolicited Neighbor Advertisement when it takes
 // an address over. The proxy on that node then accepts the traffic. Agents learn who is alive
 // from each other's beacons on that interface (beacon.go), so an address moves within about a
-// second when its node's agent dies, at once when it stops cleanly. IPv6 (NDP) is not
-// announced yet.
+// second when its node's agent dies, at once when it stops cleanly.
 package announce
 
 import (
@@ -58,7 +58,7 @@ func nodeReady(node *corev1.Node, now time.Time, grace time.Duration) bool {
 	return false
 }
 
-// announcedIPs are the IPv4 addresses of svc that L2 announcement serves.
+// announcedIPs are the addresses of svc that L2 announcement serves: IPv4 by ARP, IPv6 by NDP.
 func announcedIPs(svc *corev1.Service) []netip.Addr {
 	if svc.Spec.Type != corev1.ServiceTypeLoadBalancer {
 		return nil
@@ -72,7 +72,7 @@ func announcedIPs(svc *corev1.Service) []netip.Addr {
 			continue
 		}
 		ip, err := netip.ParseAddr(in.IP)
-		if err != nil || !ip.Is4() {
+		if err != nil || ip.Is4In6() || ip.Zone() != "" || ip.IsMulticast() || ip.IsUnspecified() {
 			continue
 		}
 		ips = append(ips, ip)

@@ -1,6 +1,6 @@
 package announce
 
-// Addresses used here: 10.251.0.0/24 (the sandbox's LoadBalancer pool).
+// Addresses used here: 10.251.0.0/24 (the sandbox's LoadBalancer pool) and fd00:251::/120.
 
 import (
 	"fmt"
@@ -81,12 +81,15 @@ func TestWhichAddressesAreAnnounced(t *testing.T) {
 	svc.Status.LoadBalancer.Ingress = append(svc.Status.LoadBalancer.Ingress,
 		corev1.LoadBalancerIngress{IP: "10.251.0.2", IPMode: &vip},
 		corev1.LoadBalancerIngress{IP: "10.251.0.3", IPMode: &proxy},
-		corev1.LoadBalancerIngress{IP: "fd00::1"},
+		corev1.LoadBalancerIngress{IP: "fd00:251::1"},
+		corev1.LoadBalancerIngress{IP: "fd00:251::2", IPMode: &proxy},
+		corev1.LoadBalancerIngress{IP: "ff02::1"},
 		corev1.LoadBalancerIngress{Hostname: "lb.example.com"})
 	foreign := lbService("b", "10.251.0.4", false)
 	foreign.Spec.LoadBalancerClass = &other
 	got := Assignments(State{Services: []*corev1.Service{svc, foreign}, ReadyNodes: []string{"node1"}})
-	want := map[netip.Addr]string{netip.MustParseAddr("10.251.0.1"): "node1", netip.MustParseAddr("10.251.0.2"): "node1"}
+	want := map[netip.Addr]string{netip.MustParseAddr("10.251.0.1"): "node1", netip.MustParseAddr("10.251.0.2"): "node1",
+		netip.MustParseAddr("fd00:251::1"): "node1"}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("Assignments = %v, want %v", got, want)
 	}

@@ -57,7 +57,7 @@ type Options struct {
 	// Scheduler is that mode's default scheduler.
 	ServiceCIDRs []string
 	Scheduler    string
-	// AnnounceLoadBalancers answers ARP for the LoadBalancer addresses this node is chosen
+	// AnnounceLoadBalancers answers ARP and NDP for the LoadBalancer addresses this node is chosen
 	// for (package announce).
 	AnnounceLoadBalancers bool
 	// AnnounceBeaconInterval is how often the announcer tells the other nodes it is alive.

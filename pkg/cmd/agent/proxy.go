@@ -17,7 +17,7 @@ func (o *Options) addProxyFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.ProxyMode, "proxy-mode", o.ProxyMode, "Service proxy run by the agent: nftables, userspace, or none (run `svcplane proxy` separately, or no proxy).")
 	fs.StringVar(&o.ClusterCIDR, "cluster-cidr", o.ClusterCIDR, "Pod address range of the cluster, or one per IP family (v4,v6): the proxy masquerades Service traffic from outside its family's range. An IPv6 range makes IPv6 Services required.")
 	fs.StringSliceVar(&o.ServiceCIDRs, "service-cluster-ip-range", o.ServiceCIDRs, "ClusterIP ranges, as the server's --service-cluster-ip-range (the userspace mode routes them locally).")
-	fs.BoolVar(&o.AnnounceLoadBalancers, "announce-load-balancers", o.AnnounceLoadBalancers, "Answer ARP on the --node-ip interface for the LoadBalancer addresses this node is chosen to announce (L2 mode).")
+	fs.BoolVar(&o.AnnounceLoadBalancers, "announce-load-balancers", o.AnnounceLoadBalancers, "Answer ARP (IPv4) and NDP (IPv6) on the --node-ip interface for the LoadBalancer addresses this node is chosen to announce (L2 mode).")
 	fs.DurationVar(&o.AnnounceBeaconInterval, "announce-beacon-interval", o.AnnounceBeaconInterval, "How often the announcer broadcasts on the --node-ip interface that it is alive; the other nodes take its LoadBalancer addresses over 4 intervals after its last beacon (at once when it stops cleanly).")
 	fs.StringVar(&o.Scheduler, "scheduler", o.Scheduler, "Userspace proxy mode: default scheduler (rr, wrr, lc, wlc, sed, nq, dh, sh, random).")
 }

@@ -1,0 +1,167 @@
+package announce
+
+// Addresses used here, all inside namespaces the test creates: the topology's IPv4 plan
+// (ARCHITECTURE.md, "Test topology") plus ULAs added by the test on the same segment: node1
+// fd00:250::11, node2 fd00:250::12, ext fd00:250::200 (/64); the LoadBalancer address
+// fd00:251::9 from a pool fd00:251::/120 that ext has on-link, as the sandbox has 10.251.0.0/24.
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes/fake"
+
+	"github.com/svcplane/svcplane/test/netns"
+)
+
+var (
+	ext6Addr  = netip.MustParseAddr("fd00:250::200")
+	node6Addr = map[string]string{"node1": "fd00:250::11/64", "node2": "fd00:250::12/64"}
+)
+
+// addIPv6 gives the cluster's node and ext namespaces their ULAs (without duplicate address
+// detection, so that they are usable at once) and ext the IPv6 pool on-link.
+func addIPv6(t *testing.T, c *netns.Cluster) {
+	t.Helper()
+	for member, addr := range node6Addr {
+		c.Run(t, member, "ip", "-6", "addr", "add", addr, "dev", "eth0", "nodad")
+	}
+	c.Run(t, netns.External, "ip", "-6", "addr", "add", ext6Addr.String()+"/64", "dev", "eth0", "nodad")
+	c.Run(t, netns.External, "ip", "-6", "route", "add", "fd00:251::/120", "dev", "eth0")
+}
+
+// ndpAnswers asks from ext who has ip (a Neighbor Solicitation) and returns the MACs that
+// answered.
+func ndpAnswers(t *testing.T, c *netns.Cluster, ip netip.Addr) []string {
+	t.Helper()
+	var answers []net.HardwareAddr
+	err := c.Do(netns.External, func() error {
+		var err error
+		answers, err = QueryNDP(context.Background(), "eth0", ext6Addr, ip, 200*time.Millisecond)
+		return err
+	})
+	if err != nil {
+		t.Fatalf("Neighbor Solicitation for %s from ext: %v", ip, err)
+	}
+	var out []string
+	for _, a := range answers {
+		out = append(out, a.String())
+	}
+	return out
+}
+
+// TestIPv6AddressIsAnnouncedByOneNodeAndMovesWhenItStops runs two announcers against one
+// (fake) API with an IPv6 LoadBalancer address: exactly one node answers ext's Neighbor
+// Solicitation, ext's kernel learns that node's MAC when it sends to the address, and when that
+// node's announcer stops the other answers and ext's neighbour entry follows through the
+// unsolicited advertisement.
+func TestIPv6AddressIsAnnouncedByOneNodeAndMovesWhenItStops(t *testing.T) {
+	c := netns.New(t, netns.Config{Nodes: 2})
+	addIPv6(t, c)
+	lbIP := netip.MustParseAddr("fd00:251::9")
+	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "web6"},
+		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer, IPFamilies: []corev1.IPFamily{corev1.IPv6Protocol}}}
+	svc.Status.LoadBalancer.Ingress = []corev1.LoadBalancerIngress{{IP: lbIP.String()}}
+	client := fake.NewClientset(readyNode("node1"), readyNode("node2"), svc)
+
+	owner := chooseNode(lbIP, []string{"node1", "node2"})
+	other := map[string]string{"node1": "node2", "node2": "node1"}[owner]
+	macs := map[string]string{"node1": macOf(t, c, "node1"), "node2": macOf(t, c, "node2")}
+
+	// Before any announcer runs nobody answers: the nodes' kernels do not know the address.
+	if got := ndpAnswers(t, c, lbIP); len(got) != 0 {
+		t.Fatalf("answers for %s with no announcer running: %v", lbIP, got)
+	}
+
+	type running struct {
+		cancel context.CancelFunc
+		done   chan error
+	}
+	start := func(node string) running {
+		ctx, cancel := context.WithCancel(context.Background())
+		r := running{cancel: cancel, done: make(chan error, 1)}
+		go func() {
+			r.done <- c.Do(node, func() error {
+				return Run(ctx, Config{Client: client, NodeName: node, NodeIP: netns.NodeAddr(map[string]int{"node1": 1, "node2": 2}[node]),
+					NodeGracePeriod: time.Hour, BeaconInterval: 100 * time.Millisecond})
+			})
+		}()
+		return r
+	}
+	stop := func(r running) {
+		r.cancel()
+		if err := <-r.done; err != nil {
+			t.Errorf("announcer: %v", err)
+		}
+	}
+	agents := map[string]running{"node1": start("node1"), "node2": start("node2")}
+	defer func() {
+		for _, r := range agents {
+			if r.cancel != nil {
+				stop(r)
+			}
+		}
+	}()
+
+	waitAnswer := func(what, node string, within time.Duration) time.Duration {
+		t.Helper()
+		begin := time.Now()
+		var got []string
+		for time.Since(begin) < within {
+			if got = ndpAnswers(t, c, lbIP); len(got) == 1 && got[0] == macs[node] {
+				return time.Since(begin)
+			}
+		}
+		t.Fatalf("%s: NDP answers for %s %v, want only %s (%s) within %v", what, lbIP, got, node, macs[node], within)
+		return 0
+	}
+	waitNeighbour := func(what, node string, within time.Duration) time.Duration {
+		t.Helper()
+		begin := time.Now()
+		var got string
+		for time.Since(begin) < within {
+			if got = extNeighbour(t, c, lbIP); got == macs[node] {
+				return time.Since(begin)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		t.Fatalf("%s: ext's neighbour entry for %s is %q, want %s's %s within %v", what, lbIP, got, node, macs[node], within)
+		return 0
+	}
+
+	waitAnswer("both running", owner, 5*time.Second)
+	// Only the owner has joined the address's solicited-node group: on a real NIC (and
+	// behind an MLD-snooping switch) the solicitations reach only members. A veth passes
+	// every multicast frame, so the answers above do not show it; the kernel's list does.
+	group := solicitedNode(lbIP).String()
+	joined := func(node string) bool {
+		return strings.Contains(c.Run(t, node, "ip", "-6", "maddr", "show", "dev", "eth0"), group)
+	}
+	if !joined(owner) || joined(other) {
+		t.Errorf("members of %s: %s %v, %s %v; want only the owner %s", group, owner, joined(owner), other, joined(other), owner)
+	}
+	// ext's own kernel resolves the address when it sends there, from the owner's answer.
+	if conn, err := c.Dial(context.Background(), netns.External, "udp", net.JoinHostPort(lbIP.String(), "9")); err == nil {
+		conn.Write([]byte("x"))
+		conn.Close()
+	} else {
+		t.Fatalf("ext cannot send to %s: %v", lbIP, err)
+	}
+	waitNeighbour("ext sent to the address", owner, 2*time.Second)
+
+	stopped := time.Now()
+	stop(agents[owner])
+	agents[owner] = running{}
+	took := waitNeighbour("the owner stopped", other, 2*time.Second)
+	t.Logf("%s stopped: ext's neighbour entry for %s moved to %s %v after the stop returned (%v after it began)", owner, lbIP, other, took, time.Since(stopped))
+	waitAnswer("the owner stopped", other, 2*time.Second)
+	if joined(owner) || !joined(other) {
+		t.Errorf("after the stop, members of %s: %s %v, %s %v; want only %s", group, owner, joined(owner), other, joined(other), other)
+	}
+}
