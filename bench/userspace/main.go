@@ -2,8 +2,8 @@
 // round-robin balancing) and against no proxy at all, in one run on the same backends:
 //
 //	go build -o /tmp/usbench ./bench/userspace && sudo /tmp/usbench [-seconds 8] [-rounds 3] [-idle 2000]
-//	    [-paths direct,userspace,haproxy] [-tests iperf,keepalive,connect,latency,memory]
-//	    [-rate-keepalive 2000] [-rate-connect 1000] [-proxy-procs N]
+//	    [-paths direct,userspace,goroutines,haproxy] [-tests iperf,keepalive,connect,latency,memory]
+//	    [-rate-keepalive 2000] [-rate-connect 1000] [-proxy-procs N] [-proxy-cpuprofile FILE]
 //
 // Everything happens inside network namespaces it creates (pkg/sandbox/topology) and removes
 // on exit: the client runs in "ext" (10.250.0.200), both proxies in node1 (10.250.0.11, on
@@ -41,6 +41,7 @@ import (
 	"os/signal"
 	"regexp"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -60,6 +61,7 @@ const (
 	node1, node2, ext = "node1", "node2", topology.MemberExternal
 	oursPort          = 30080
 	haproxyPort       = 30081
+	goroutinesPort    = 30090
 	hostNSEnv         = "USBENCH_HOST_NS"
 )
 
@@ -81,13 +83,14 @@ func main() {
 	seconds := flag.Int("seconds", 8, "duration of each load run")
 	idle := flag.Int("idle", 2000, "idle connections held for the memory figure")
 	rounds := flag.Int("rounds", 3, "rounds over all paths; each figure is the median (0: memory only)")
-	only := flag.String("paths", "direct,userspace,haproxy", "paths to measure, comma-separated")
+	only := flag.String("paths", "direct,userspace,haproxy", "paths to measure, comma-separated; also goroutines: our proxy with GoroutineRelay")
 	tests := flag.String("tests", "iperf,keepalive,connect,latency,memory", "measurements to take, comma-separated")
 	rateKA := flag.Int("rate-keepalive", 2000, "fixed request rate of the keep-alive latency run")
 	rateConn := flag.Int("rate-connect", 1000, "fixed new-connection rate of the connection latency run")
 	procs := flag.Int("proxy-procs", 0, "GOMAXPROCS of our proxy (0: Go's default, every CPU)")
+	profile := flag.String("proxy-cpuprofile", "", "write our proxy's CPU profile over the whole run to this file")
 	flag.Parse()
-	b := &bench{seconds: time.Duration(*seconds) * time.Second, rateKeepAlive: *rateKA, rateConnect: *rateConn, proxyProcs: *procs}
+	b := &bench{seconds: time.Duration(*seconds) * time.Second, rateKeepAlive: *rateKA, rateConnect: *rateConn, proxyProcs: *procs, proxyProfile: *profile}
 	if err := b.run(*idle, *rounds, strings.Split(*only, ","), testSet(strings.Split(*tests, ","))); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
@@ -106,11 +109,24 @@ func runProxy(args []string) error {
 	var services []string
 	fs.Func("service", "name=nodeport=backend,backend", func(s string) error { services = append(services, s); return nil })
 	procs := fs.Int("procs", 0, "GOMAXPROCS of the proxy (0: Go's default, every CPU)")
+	profile := fs.String("cpuprofile", "", "write the proxy's CPU profile to this file")
+	goroutines := fs.Bool("goroutine-relay", false, "serve TCP with goroutines per connection, not the event loops")
 	fs.Parse(args)
 	if *procs > 0 {
 		runtime.GOMAXPROCS(*procs)
 	}
-	p, err := userspace.New(userspace.Options{NodeIPs: []netip.Addr{netip.MustParseAddr(*node)}})
+	if *profile != "" {
+		f, err := os.Create(*profile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
+	p, err := userspace.New(userspace.Options{NodeIPs: []netip.Addr{netip.MustParseAddr(*node)}, GoroutineRelay: *goroutines})
 	if err != nil {
 		return err
 	}
@@ -129,7 +145,12 @@ func runProxy(args []string) error {
 		return err
 	}
 	fmt.Println("ready")
-	io.Copy(io.Discard, os.Stdin)
+	// Stop when stdin closes or on SIGTERM (how the benchmark ends its processes), returning so
+	// that the deferred profile is written.
+	stop := make(chan os.Signal, 1)
+	signal.Notify(stop, syscall.SIGTERM, os.Interrupt)
+	go func() { io.Copy(io.Discard, os.Stdin); stop <- syscall.SIGTERM }()
+	<-stop
 	return p.Close()
 }
 
@@ -138,6 +159,7 @@ type bench struct {
 	seconds                    time.Duration
 	rateKeepAlive, rateConnect int
 	proxyProcs                 int
+	proxyProfile               string
 	procs                      []*exec.Cmd
 }
 
@@ -206,11 +228,26 @@ func (b *bench) run(idle, rounds int, only []string, t testSet) (err error) {
 
 	exe, _ := os.Executable()
 	ours, err := b.start(node1, "ready", exe, "proxy", "-node-ip", n1.String(), "-procs", fmt.Sprint(b.proxyProcs),
+		"-cpuprofile", b.proxyProfile,
 		"-service", fmt.Sprintf("http=%d=%s,%s", oursPort, httpA, httpB),
 		"-service", fmt.Sprintf("iperf=%d=%s", oursPort+2, iperf),
 		"-service", fmt.Sprintf("sink=%d=%s", oursPort+4, sink))
 	if err != nil {
 		return err
+	}
+	// The goroutine relay (the design before the event loops), when asked for, in a second
+	// proxy process.
+	goroutinesPid := 0
+	if slices.Contains(only, "goroutines") {
+		g, err := b.start(node1, "ready", exe, "proxy", "-node-ip", n1.String(), "-procs", fmt.Sprint(b.proxyProcs),
+			"-goroutine-relay",
+			"-service", fmt.Sprintf("http=%d=%s,%s", goroutinesPort, httpA, httpB),
+			"-service", fmt.Sprintf("iperf=%d=%s", goroutinesPort+2, iperf),
+			"-service", fmt.Sprintf("sink=%d=%s", goroutinesPort+4, sink))
+		if err != nil {
+			return err
+		}
+		goroutinesPid = g.Process.Pid
 	}
 	cfg := haproxyConfig(n1, httpA, httpB, iperf, sink)
 	cfgPath := fmt.Sprintf("/tmp/usbench-%d.cfg", os.Getpid())
@@ -232,6 +269,7 @@ func (b *bench) run(idle, rounds int, only []string, t testSet) (err error) {
 	paths := []path{
 		{"direct", httpA, iperf, sink, 0},
 		{"userspace", netip.AddrPortFrom(n1, oursPort), netip.AddrPortFrom(n1, oursPort+2), netip.AddrPortFrom(n1, oursPort+4), ours.Process.Pid},
+		{"goroutines", netip.AddrPortFrom(n1, goroutinesPort), netip.AddrPortFrom(n1, goroutinesPort+2), netip.AddrPortFrom(n1, goroutinesPort+4), goroutinesPid},
 		{"haproxy", netip.AddrPortFrom(n1, haproxyPort), netip.AddrPortFrom(n1, haproxyPort+2), netip.AddrPortFrom(n1, haproxyPort+4), hap.Process.Pid},
 	}
 	paths = slices.DeleteFunc(paths, func(p path) bool { return !slices.Contains(only, p.name) })

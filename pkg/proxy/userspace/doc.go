@@ -6,9 +6,10 @@
 //
 // Data flow: the proxy runner hands Sync a pkg/proxy Snapshot; Sync opens and closes
 // listeners for the changed ServicePorts, updates their scheduling pools in place, and keeps
-// Service IPs local to the node with local routes (see localRoutes). Accepted connections and
-// UDP flows run in their own goroutines against the pool their listener had when they began,
-// so no change to any Service interrupts them, except the removal of their own endpoint when
+// Service IPs local to the node with local routes (see localRoutes). TCP connections run on
+// epoll event loops of our own (eventLoop), handed to a goroutine per direction for bulk
+// transfers; UDP flows run in their own goroutines. Each keeps the service state it began
+// with, so no change to any Service interrupts it, except the removal of its own endpoint when
 // the Service asks for it (svcplane.io/close-on-endpoint-removal) and, for UDP, always.
 //
 // README.md beside this file explains the design choices and their measurements.

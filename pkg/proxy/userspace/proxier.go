@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"runtime"
 	"slices"
 	"sync"
 	"time"
@@ -39,6 +40,10 @@ type Options struct {
 	// timeout is 120s but most UDP services are request/response).
 	TCPIdleTimeout time.Duration
 	UDPIdleTimeout time.Duration
+	// GoroutineRelay serves TCP with goroutines per connection (accept loop, handshake
+	// workers, a goroutine per direction) instead of the epoll event loops, the design before
+	// the loops; kept to compare the two (bench/userspace) and as a fallback.
+	GoroutineRelay bool
 }
 
 func (o *Options) complete() error {
@@ -110,6 +115,9 @@ type Proxier struct {
 	handshakes chan acceptedConn
 	stopped    chan struct{}
 	stopOnce   sync.Once
+	// loops run TCP (eventloop.go, tcploop.go), one per CPU the runtime uses; started with
+	// the first TCP listener.
+	loops []*eventLoop
 }
 
 // listenKey is one socket the proxy listens on.
@@ -380,6 +388,33 @@ func (p *Proxier) closeListeners(svc *service, keep map[listenKey]listener) {
 	}
 }
 
+// startLoops starts the event loops once.
+func (p *Proxier) startLoops() error {
+	if p.loops != nil {
+		return nil
+	}
+	var loops []*eventLoop
+	for range runtime.GOMAXPROCS(0) {
+		lp, err := newEventLoop()
+		if err != nil {
+			for _, lp := range loops {
+				lp.close()
+			}
+			return fmt.Errorf("starting the TCP event loops: %w", err)
+		}
+		loops = append(loops, lp)
+	}
+	p.loops = loops
+	for _, lp := range loops {
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			lp.run()
+		}()
+	}
+	return nil
+}
+
 func (p *Proxier) open(l *listener) error {
 	network := "tcp4"
 	if l.key.addr.Addr().Is6() {
@@ -387,6 +422,17 @@ func (p *Proxier) open(l *listener) error {
 	}
 	switch l.key.protocol {
 	case corev1.ProtocolTCP:
+		if !p.opts.GoroutineRelay {
+			if err := p.startLoops(); err != nil {
+				return err
+			}
+			closeFn, err := p.openLoopListener(l)
+			if err != nil {
+				return err
+			}
+			l.close = closeFn
+			break
+		}
 		ln, err := p.lc.Listen(context.Background(), network, l.key.addr.String())
 		if err != nil {
 			return fmt.Errorf("listening on %s: %w", l.key.addr, err)
@@ -428,6 +474,10 @@ func (p *Proxier) Close() error {
 		for _, s := range all {
 			s.Close()
 		}
+	}
+	// The loops abort what they still own (connections being dialed included).
+	for _, lp := range p.loops {
+		lp.stop()
 	}
 	p.wg.Wait()
 	if p.routes != nil {

@@ -206,14 +206,53 @@ func (s *tcpSession) relay(idle time.Duration, done func()) {
 	}
 	s.done = done
 	s.remaining.Store(2)
-	go s.copyHalf(s.backend, s.client)
-	go s.copyHalf(s.client, s.backend)
+	go s.copyHalf(s.backend, s.client, nil)
+	go s.copyHalf(s.client, s.backend, nil)
+}
+
+// handedOver takes over a connection from an event loop (tcploop.go): the directions that
+// still run, and bytes read that the destination has not taken yet (from the client, or
+// from the backend).
+func (s *tcpSession) handedOver(idle time.Duration, clientToBackend, backendToClient bool, pending []byte, pendingFromClient bool, done func()) {
+	if idle > 0 {
+		s.idle = idle
+		s.watchdog = time.AfterFunc(time.Hour, s.checkIdle)
+		s.watchdog.Reset(idle)
+	}
+	s.done = done
+	var n int32
+	for _, run := range []bool{clientToBackend, backendToClient} {
+		if run {
+			n++
+		}
+	}
+	s.remaining.Store(n)
+	if clientToBackend {
+		var p []byte
+		if pendingFromClient {
+			p = pending
+		}
+		go s.copyHalf(s.backend, s.client, p)
+	}
+	if backendToClient {
+		var p []byte
+		if !pendingFromClient {
+			p = pending
+		}
+		go s.copyHalf(s.client, s.backend, p)
+	}
 }
 
 // copyHalf relays one direction until src's EOF or an error, then ends the session if the
-// other direction is over too.
-func (s *tcpSession) copyHalf(dst, src *net.TCPConn) {
-	err := copySmall(dst, src)
+// other direction is over too. pending is data already read from src, written first.
+func (s *tcpSession) copyHalf(dst, src *net.TCPConn, pending []byte) {
+	var err error
+	if len(pending) > 0 {
+		err = writeAll(dst, pending)
+	}
+	if err == nil {
+		err = copySmall(dst, src)
+	}
 	if errors.Is(err, errBulk) {
 		// dst.ReadFrom(src) splices; it is what io.Copy reaches after two detours
 		// (src.WriteTo, then a wrapper), and calling it directly keeps the goroutine's stack
@@ -222,11 +261,12 @@ func (s *tcpSession) copyHalf(dst, src *net.TCPConn) {
 	}
 	if err != nil {
 		s.Close()
-	} else if s.remaining.Load() == 2 {
-		// The other direction still runs: pass the FIN on and let it. When it has ended
-		// already, the close below sends the FIN, and a shutdown(2) would only cost a
-		// system call (one of a handful per short connection).
-		dst.CloseWrite()
+	} else {
+		// Pass the FIN on; the other direction, if it still runs, goes on. Also when it has
+		// ended already and the close below would send this FIN: sending it here, in a raw
+		// system call (rawio.go), leaves close(2) no packet to send, so the one call the
+		// runtime must watch stays short.
+		shutdownWrite(dst)
 	}
 	if s.remaining.Add(-1) > 0 {
 		return
@@ -268,12 +308,7 @@ func copySmall(dst, src *net.TCPConn) error {
 		var readErr error
 		err := raw.Read(func(fd uintptr) bool {
 			buf = copyBuffers.Get().(*[]byte)
-			for {
-				n, readErr = unix.Read(int(fd), *buf)
-				if readErr != unix.EINTR {
-					break
-				}
-			}
+			n, readErr = rawRead(fd, *buf)
 			if readErr == unix.EAGAIN {
 				copyBuffers.Put(buf)
 				buf = nil
@@ -290,7 +325,7 @@ func copySmall(dst, src *net.TCPConn) error {
 			}
 			return err // nil at EOF
 		}
-		_, err = dst.Write((*buf)[:n])
+		err = writeAll(dst, (*buf)[:n])
 		copyBuffers.Put(buf)
 		if err != nil {
 			return err
@@ -358,28 +393,34 @@ const (
 // on each accepted connection (the listener is configured with KeepAlive -1 for that).
 func listenControl(network, address string, c syscall.RawConn) error {
 	var sockErr error
-	err := c.Control(func(fd uintptr) {
-		if network == "tcp6" || network == "udp6" {
-			sockErr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IPV6, unix.IPV6_FREEBIND, 1)
-		} else {
-			sockErr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_FREEBIND, 1)
-		}
-		if sockErr != nil || (network != "tcp4" && network != "tcp6") {
-			return
-		}
-		for _, o := range []struct{ level, opt, value int }{
-			{unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1},
-			{unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, int(keepAliveIdle / time.Second)},
-			{unix.IPPROTO_TCP, unix.TCP_KEEPINTVL, int(keepAliveInterval / time.Second)},
-			{unix.IPPROTO_TCP, unix.TCP_KEEPCNT, keepAliveCount},
-		} {
-			if sockErr = unix.SetsockoptInt(int(fd), o.level, o.opt, o.value); sockErr != nil {
-				return
-			}
-		}
-	})
+	err := c.Control(func(fd uintptr) { sockErr = setListenOptions(network, int(fd)) })
 	if err != nil {
 		return err
 	}
 	return sockErr
+}
+
+// setListenOptions sets IP_FREEBIND, and for TCP the keep-alive settings accepted sockets
+// inherit; listenControl for Go's listeners, listenSocket for the event loops'.
+func setListenOptions(network string, fd int) error {
+	var err error
+	if network == "tcp6" || network == "udp6" {
+		err = unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_FREEBIND, 1)
+	} else {
+		err = unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_FREEBIND, 1)
+	}
+	if err != nil || (network != "tcp4" && network != "tcp6") {
+		return err
+	}
+	for _, o := range []struct{ level, opt, value int }{
+		{unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1},
+		{unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, int(keepAliveIdle / time.Second)},
+		{unix.IPPROTO_TCP, unix.TCP_KEEPINTVL, int(keepAliveInterval / time.Second)},
+		{unix.IPPROTO_TCP, unix.TCP_KEEPCNT, keepAliveCount},
+	} {
+		if err := unix.SetsockoptInt(fd, o.level, o.opt, o.value); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -25,14 +25,14 @@ func TestTCPConnectionsProbeBothPeersWithKeepAlive(t *testing.T) {
 		defer c.Close()
 	}
 
-	var s *tcpSession
+	var s *loopConn
 	deadline := time.Now().Add(2 * time.Second)
 	for s == nil && time.Now().Before(deadline) {
 		svc := h.p.services[name]
 		svc.mu.Lock()
 		for _, m := range svc.sessions {
 			for sess := range m {
-				s, _ = sess.(*tcpSession)
+				s, _ = sess.(*loopConn)
 			}
 		}
 		svc.mu.Unlock()
@@ -41,29 +41,24 @@ func TestTCPConnectionsProbeBothPeersWithKeepAlive(t *testing.T) {
 	if s == nil {
 		t.Fatal("no session tracked for the connection")
 	}
-	for side, c := range map[string]*net.TCPConn{"client": s.client, "backend": s.backend} {
-		on := sockopt(t, c, unix.SOL_SOCKET, unix.SO_KEEPALIVE)
-		idle := sockopt(t, c, unix.IPPROTO_TCP, unix.TCP_KEEPIDLE)
-		intvl := sockopt(t, c, unix.IPPROTO_TCP, unix.TCP_KEEPINTVL)
+	// The loop owns the session's fds: read them there.
+	var fds map[string]int
+	s.lp.call(func() { fds = map[string]int{"client": s.client, "backend": s.backend} })
+	for side, fd := range fds {
+		on := sockoptFD(t, fd, unix.SOL_SOCKET, unix.SO_KEEPALIVE)
+		idle := sockoptFD(t, fd, unix.IPPROTO_TCP, unix.TCP_KEEPIDLE)
+		intvl := sockoptFD(t, fd, unix.IPPROTO_TCP, unix.TCP_KEEPINTVL)
 		if on != 1 || idle != 15 || intvl != 15 {
 			t.Errorf("%s socket: SO_KEEPALIVE %d, TCP_KEEPIDLE %d s, TCP_KEEPINTVL %d s; want 1, 15, 15", side, on, idle, intvl)
 		}
 	}
 }
 
-func sockopt(t *testing.T, c *net.TCPConn, level, opt int) int {
+func sockoptFD(t *testing.T, fd, level, opt int) int {
 	t.Helper()
-	raw, err := c.SyscallConn()
+	v, err := unix.GetsockoptInt(fd, level, opt)
 	if err != nil {
 		t.Fatal(err)
-	}
-	var v int
-	var sockErr error
-	if err := raw.Control(func(fd uintptr) { v, sockErr = unix.GetsockoptInt(int(fd), level, opt) }); err != nil {
-		t.Fatal(err)
-	}
-	if sockErr != nil {
-		t.Fatal(sockErr)
 	}
 	return v
 }
