@@ -80,6 +80,8 @@ func main() {
 	flag.IntVar(&o.rounds, "rounds", 7, "iperf3 rounds per path and scale; figures are medians")
 	flag.IntVar(&o.seconds, "seconds", 4, "seconds per iperf3 run (after 1 s that is not counted)")
 	flag.IntVar(&o.connects, "connects", 10000, "timed connects per path and scale")
+	flag.Float64Var(&o.settleLoad, "settle-load", 1.5, "before measuring at each scale, wait until the 1-minute load average is at most this")
+	flag.DurationVar(&o.settleMax, "settle-max", 4*time.Minute, "but no longer than this")
 	flag.BoolVar(&o.realtime, "realtime", true, "run the connect probe SCHED_FIFO (chrt), so other processes do not set its p99")
 	flag.Parse()
 	if err := run(o); err != nil {
@@ -93,6 +95,8 @@ type options struct {
 	services, endpoints, writers  int
 	rounds, seconds, connects     int
 	realtime                      bool
+	settleLoad                    float64
+	settleMax                     time.Duration
 }
 
 type bench struct {
@@ -157,6 +161,7 @@ func run(o options) error {
 			return err
 		}
 		fmt.Printf("node1's @service-ips holds %d elements (%d wanted), %.1f s after the last create\n", programmed, want, time.Since(start).Seconds())
+		settle(o.settleLoad, o.settleMax)
 		r := &scaleResult{services: target, programmed: programmed, load: loadavg(),
 			gbps: map[string][]float64{}, cpuPerGB: map[string][]float64{}, connect: map[string][]float64{}}
 		for round := range o.rounds {
@@ -524,6 +529,21 @@ func (b *bench) serviceIPElements() (int, error) {
 		}
 	}
 	return 0, errors.New("no map in nft's output")
+}
+
+// settle waits until the machine is about as quiet at one scale as at the other: creating
+// 30,000 Services leaves the API server, the controllers and every node's proxy busy for a while
+// after the last element is programmed, and a probe run then measures them, not the rules.
+func settle(maxLoad float64, limit time.Duration) {
+	start := time.Now()
+	for {
+		l, err := strconv.ParseFloat(loadavg(), 64)
+		if err != nil || l <= maxLoad || time.Since(start) >= limit {
+			fmt.Printf("settled for %.0f s: load %s (waiting for ≤ %.1f, at most %v)\n", time.Since(start).Seconds(), loadavg(), maxLoad, limit)
+			return
+		}
+		time.Sleep(5 * time.Second)
+	}
 }
 
 func loadavg() string {
