@@ -503,6 +503,8 @@ func (c *loopConn) checkIdle() {
 // from src that dst has not taken yet. The sockets become *net.TCPConn (a dup each, the
 // originals closed), which costs a few system calls once per bulk or slow connection.
 func (c *loopConn) handOver(src int, pending []byte) {
+	// Before the fds are given away below: which side the pending bytes were read from.
+	fromClient := src == c.client
 	c.lp.cancel(&c.timer)
 	c.lp.forget(c.client)
 	c.lp.forget(c.backend)
@@ -526,7 +528,6 @@ func (c *loopConn) handOver(src int, pending []byte) {
 	}
 	s := &tcpSession{client: client, backend: backend}
 	c.svc.track(b, s)
-	fromClient := src == c.client
 	// Which directions still run, and which one carries the pending bytes.
 	s.handedOver(c.p.opts.TCPIdleTimeout, !c.clientEOF, !c.backendEOF, pending, fromClient, func() {
 		c.svc.untrack(b, s)

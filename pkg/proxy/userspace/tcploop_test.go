@@ -3,6 +3,7 @@ package userspace
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -122,6 +123,76 @@ func TestTCPSlowReaderGetsEverythingInOrder(t *testing.T) {
 		}
 		if !bytes.Equal(echoed, payload) {
 			t.Fatalf("echoed %d bytes, sent %d; first difference at %d", len(echoed), len(payload), firstDifference(echoed, payload))
+		}
+	})
+}
+
+// A backend that reads nothing for a while: the client's paced small writes fill the
+// backend's window, the loop's write to it stops short with data in hand, and the hand-over
+// must deliver those bytes to the backend, in order, not anywhere else.
+func TestTCPSlowBackendGetsEverythingInOrder(t *testing.T) {
+	bothRelays(t, func(t *testing.T, opts Options) {
+		h := newHarness(t, opts)
+		lc := net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
+			// Inherited by accepted sockets: a small window from the first segment on.
+			return rc.Control(func(fd uintptr) { unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, 4096) })
+		}}
+		l, err := lc.Listen(context.Background(), "tcp4", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		received := make(chan []byte, 1)
+		written := make(chan struct{})
+		go func() {
+			c, err := l.Accept()
+			if err != nil {
+				received <- nil
+				return
+			}
+			defer c.Close()
+			// Not a byte read until the client has written everything: the loop's writes
+			// to this socket stop short long before.
+			select {
+			case <-written:
+			case <-time.After(3 * time.Second):
+			}
+			got, _ := io.ReadAll(c)
+			received <- got
+			io.WriteString(c, "done\n")
+		}()
+		name := serviceName("sink", corev1.ProtocolTCP)
+		sp := clusterIP(t, corev1.ProtocolTCP)
+		h.set(name, sp, l.Addr().(*net.TCPAddr).AddrPort())
+		c, err := net.Dial("tcp", addrOf(sp).String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		var payload []byte
+		for i := range 1 << 19 {
+			payload = append(payload, fmt.Sprintf("%07d\n", i)...)
+		}
+		for rest := payload; len(rest) > 0; {
+			n := min(len(rest), 4096)
+			if _, err := c.Write(rest[:n]); err != nil {
+				t.Fatal(err)
+			}
+			rest = rest[n:]
+			time.Sleep(100 * time.Microsecond) // short reads, each relayed on its own
+		}
+		close(written)
+		c.(*net.TCPConn).CloseWrite()
+		answer, err := io.ReadAll(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(answer) != "done\n" {
+			t.Errorf("the client got %d bytes back, want only the backend's answer: %.40q", len(answer), answer)
+		}
+		if got := <-received; !bytes.Equal(got, payload) {
+			t.Fatalf("the backend got %d bytes, the client sent %d; first difference at %d", len(got), len(payload), firstDifference(got, payload))
 		}
 	})
 }
