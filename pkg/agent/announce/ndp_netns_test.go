@@ -79,35 +79,9 @@ func TestIPv6AddressIsAnnouncedByOneNodeAndMovesWhenItStops(t *testing.T) {
 		t.Fatalf("answers for %s with no announcer running: %v", lbIP, got)
 	}
 
-	type running struct {
-		cancel context.CancelFunc
-		done   chan error
-	}
-	start := func(node string) running {
-		ctx, cancel := context.WithCancel(context.Background())
-		r := running{cancel: cancel, done: make(chan error, 1)}
-		go func() {
-			r.done <- c.Do(node, func() error {
-				return Run(ctx, Config{Client: client, NodeName: node, NodeIP: netns.NodeAddr(map[string]int{"node1": 1, "node2": 2}[node]),
-					NodeGracePeriod: time.Hour, BeaconInterval: 100 * time.Millisecond})
-			})
-		}()
-		return r
-	}
-	stop := func(r running) {
-		r.cancel()
-		if err := <-r.done; err != nil {
-			t.Errorf("announcer: %v", err)
-		}
-	}
-	agents := map[string]running{"node1": start("node1"), "node2": start("node2")}
-	defer func() {
-		for _, r := range agents {
-			if r.cancel != nil {
-				stop(r)
-			}
-		}
-	}()
+	agents := newTestAnnouncers(t, c, client, false)
+	agents.start("node1")
+	agents.start("node2")
 
 	waitAnswer := func(what, node string, within time.Duration) time.Duration {
 		t.Helper()
@@ -156,8 +130,7 @@ func TestIPv6AddressIsAnnouncedByOneNodeAndMovesWhenItStops(t *testing.T) {
 	waitNeighbour("ext sent to the address", owner, 2*time.Second)
 
 	stopped := time.Now()
-	stop(agents[owner])
-	agents[owner] = running{}
+	agents.stop(owner)
 	took := waitNeighbour("the owner stopped", other, 2*time.Second)
 	t.Logf("%s stopped: ext's neighbour entry for %s moved to %s %v after the stop returned (%v after it began)", owner, lbIP, other, took, time.Since(stopped))
 	waitAnswer("the owner stopped", other, 2*time.Second)

@@ -16,6 +16,7 @@ import (
 	"github.com/vishvananda/netlink"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/svcplane/svcplane/test/netns"
@@ -141,35 +142,9 @@ func TestAnnouncementMovesWhenTheAnnouncingAgentStops(t *testing.T) {
 	other := map[string]string{"node1": "node2", "node2": "node1"}[owner]
 	macs := map[string]string{"node1": macOf(t, c, "node1"), "node2": macOf(t, c, "node2")}
 
-	type running struct {
-		cancel context.CancelFunc
-		done   chan error
-	}
-	start := func(node string) running {
-		ctx, cancel := context.WithCancel(context.Background())
-		r := running{cancel: cancel, done: make(chan error, 1)}
-		go func() {
-			r.done <- c.Do(node, func() error {
-				return Run(ctx, Config{Client: client, NodeName: node, NodeIP: netns.NodeAddr(map[string]int{"node1": 1, "node2": 2}[node]),
-					NodeGracePeriod: time.Hour, BeaconInterval: 100 * time.Millisecond, StrictARP: true})
-			})
-		}()
-		return r
-	}
-	stop := func(r running) {
-		r.cancel()
-		if err := <-r.done; err != nil {
-			t.Errorf("announcer: %v", err)
-		}
-	}
-	agents := map[string]running{"node1": start("node1"), "node2": start("node2")}
-	defer func() {
-		for _, r := range agents {
-			if r.cancel != nil {
-				stop(r)
-			}
-		}
-	}()
+	agents := newTestAnnouncers(t, c, client, true)
+	agents.start("node1")
+	agents.start("node2")
 
 	// waitAnswer waits until ext's ARP gets exactly one answer, from node.
 	waitAnswer := func(what, node string, within time.Duration) time.Duration {
@@ -207,14 +182,13 @@ func TestAnnouncementMovesWhenTheAnnouncingAgentStops(t *testing.T) {
 	waitNeighbour("ext talked to the address", owner, 2*time.Second)
 
 	stopped := time.Now()
-	stop(agents[owner])
-	agents[owner] = running{}
+	agents.stop(owner)
 	took := waitNeighbour("the owner stopped", other, time.Second)
 	t.Logf("%s stopped: ext's neighbour entry moved to %s %v after the stop returned (%v after it began)", owner, other, took, time.Since(stopped))
 	waitAnswer("the owner stopped", other, time.Second)
 
 	// Back: after listening for a hold it is a candidate again, and wins its address back.
-	agents[owner] = start(owner)
+	agents.start(owner)
 	back := waitNeighbour("the owner restarted", owner, 5*time.Second)
 	waitAnswer("the owner restarted", owner, time.Second)
 	t.Logf("%s restarted: it announces again %v after its start", owner, back)
@@ -296,4 +270,55 @@ func TestAnnouncementMovesWhenTheAnnouncerFallsSilent(t *testing.T) {
 		}
 	}
 	t.Logf("node2 answers for %s %v after node1's last beacon (hold %v)", lbIP, time.Since(fell).Round(time.Millisecond), hold)
+}
+
+// testAnnouncers runs announcers in the node namespaces of c against client, as the agents
+// would; every one still running is stopped when the test ends.
+type testAnnouncers struct {
+	t       *testing.T
+	c       *netns.Cluster
+	client  kubernetes.Interface
+	strict  bool
+	running map[string]announcerRun
+}
+
+type announcerRun struct {
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func newTestAnnouncers(t *testing.T, c *netns.Cluster, client kubernetes.Interface, strictARP bool) *testAnnouncers {
+	a := &testAnnouncers{t: t, c: c, client: client, strict: strictARP, running: map[string]announcerRun{}}
+	t.Cleanup(func() {
+		for node := range a.running {
+			a.stop(node)
+		}
+	})
+	return a
+}
+
+// start runs node's announcer (node1 or node2) in its namespace, beaconing every 100 ms.
+func (a *testAnnouncers) start(node string) {
+	ctx, cancel := context.WithCancel(context.Background())
+	r := announcerRun{cancel: cancel, done: make(chan error, 1)}
+	go func() {
+		r.done <- a.c.Do(node, func() error {
+			return Run(ctx, Config{Client: a.client, NodeName: node, NodeIP: netns.NodeAddr(map[string]int{"node1": 1, "node2": 2}[node]),
+				NodeGracePeriod: time.Hour, BeaconInterval: 100 * time.Millisecond, StrictARP: a.strict})
+		})
+	}()
+	a.running[node] = r
+}
+
+// stop stops node's announcer cleanly and waits for it.
+func (a *testAnnouncers) stop(node string) {
+	r, ok := a.running[node]
+	if !ok {
+		return
+	}
+	delete(a.running, node)
+	r.cancel()
+	if err := <-r.done; err != nil {
+		a.t.Errorf("announcer of %s: %v", node, err)
+	}
 }
