@@ -180,6 +180,17 @@ func Query(ctx context.Context, ifname string, senderIP, target netip.Addr, wait
 	if err := c.send(req, broadcastMAC); err != nil {
 		return nil, fmt.Errorf("sending an ARP request for %s: %w", target, err)
 	}
+	return c.collectAnswers(ctx, wait, func(b []byte) net.HardwareAddr {
+		if p, ok := parseARP(b); ok && p.op == arpReply && p.senderIP == target && p.targetIP == senderIP {
+			return p.senderMAC
+		}
+		return nil
+	})
+}
+
+// collectAnswers reads frames until wait (or ctx's deadline) is over and returns, once each,
+// the MACs that answer picks out of them (nil: not an answer).
+func (c *packetConn) collectAnswers(ctx context.Context, wait time.Duration, answer func([]byte) net.HardwareAddr) ([]net.HardwareAddr, error) {
 	deadline := time.Now().Add(wait)
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 		deadline = d
@@ -190,16 +201,16 @@ func Query(ctx context.Context, ifname string, senderIP, target netip.Addr, wait
 	var answers []net.HardwareAddr
 	seen := map[string]bool{}
 	for {
-		p, err := c.receive()
+		b, err := c.receiveRaw()
 		if errors.Is(err, os.ErrDeadlineExceeded) {
 			return answers, nil
 		}
 		if err != nil {
 			return answers, err
 		}
-		if p.op == arpReply && p.senderIP == target && p.targetIP == senderIP && !seen[p.senderMAC.String()] {
-			seen[p.senderMAC.String()] = true
-			answers = append(answers, append(net.HardwareAddr(nil), p.senderMAC...))
+		if mac := answer(b); mac != nil && !seen[mac.String()] {
+			seen[mac.String()] = true
+			answers = append(answers, append(net.HardwareAddr(nil), mac...))
 		}
 	}
 }

@@ -350,29 +350,12 @@ func QueryNDP(ctx context.Context, ifname string, senderIP, target netip.Addr, w
 	if err := c.sendRaw(ns.marshal(), multicastMAC(group)); err != nil {
 		return nil, fmt.Errorf("sending a Neighbor Solicitation for %s: %w", target, err)
 	}
-	deadline := time.Now().Add(wait)
-	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
-		deadline = d
-	}
-	if err := c.file.SetReadDeadline(deadline); err != nil {
-		return nil, err
-	}
-	var answers []net.HardwareAddr
-	seen := map[string]bool{}
-	for {
-		b, err := c.receiveRaw()
-		if errors.Is(err, os.ErrDeadlineExceeded) {
-			return answers, nil
-		}
-		if err != nil {
-			return answers, err
-		}
+	return c.collectAnswers(ctx, wait, func(b []byte) net.HardwareAddr {
 		na, ok := parseNDP(b)
 		if !ok || na.icmpType != icmpNeighborAdvertisement || na.target != target || na.dst != senderIP ||
-			na.flags&naFlagSolicited == 0 || na.linkAddr == nil || seen[na.linkAddr.String()] {
-			continue
+			na.flags&naFlagSolicited == 0 {
+			return nil
 		}
-		seen[na.linkAddr.String()] = true
-		answers = append(answers, na.linkAddr)
-	}
+		return na.linkAddr
+	})
 }

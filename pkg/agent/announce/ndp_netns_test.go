@@ -36,26 +36,6 @@ func addIPv6(t *testing.T, c *netns.Cluster) {
 	c.Run(t, netns.External, "ip", "-6", "route", "add", "fd00:251::/120", "dev", "eth0")
 }
 
-// ndpAnswers asks from ext who has ip (a Neighbor Solicitation) and returns the MACs that
-// answered.
-func ndpAnswers(t *testing.T, c *netns.Cluster, ip netip.Addr) []string {
-	t.Helper()
-	var answers []net.HardwareAddr
-	err := c.Do(netns.External, func() error {
-		var err error
-		answers, err = QueryNDP(context.Background(), "eth0", ext6Addr, ip, 200*time.Millisecond)
-		return err
-	})
-	if err != nil {
-		t.Fatalf("Neighbor Solicitation for %s from ext: %v", ip, err)
-	}
-	var out []string
-	for _, a := range answers {
-		out = append(out, a.String())
-	}
-	return out
-}
-
 // TestIPv6AddressIsAnnouncedByOneNodeAndMovesWhenItStops runs two announcers against one
 // (fake) API with an IPv6 LoadBalancer address: exactly one node answers ext's Neighbor
 // Solicitation, ext's kernel learns that node's MAC when it sends to the address, and when that
@@ -75,7 +55,7 @@ func TestIPv6AddressIsAnnouncedByOneNodeAndMovesWhenItStops(t *testing.T) {
 	macs := map[string]string{"node1": macOf(t, c, "node1"), "node2": macOf(t, c, "node2")}
 
 	// Before any announcer runs nobody answers: the nodes' kernels do not know the address.
-	if got := ndpAnswers(t, c, lbIP); len(got) != 0 {
+	if got := extAnswers(t, c, lbIP); len(got) != 0 {
 		t.Fatalf("answers for %s with no announcer running: %v", lbIP, got)
 	}
 
@@ -83,33 +63,7 @@ func TestIPv6AddressIsAnnouncedByOneNodeAndMovesWhenItStops(t *testing.T) {
 	agents.start("node1")
 	agents.start("node2")
 
-	waitAnswer := func(what, node string, within time.Duration) time.Duration {
-		t.Helper()
-		begin := time.Now()
-		var got []string
-		for time.Since(begin) < within {
-			if got = ndpAnswers(t, c, lbIP); len(got) == 1 && got[0] == macs[node] {
-				return time.Since(begin)
-			}
-		}
-		t.Fatalf("%s: NDP answers for %s %v, want only %s (%s) within %v", what, lbIP, got, node, macs[node], within)
-		return 0
-	}
-	waitNeighbour := func(what, node string, within time.Duration) time.Duration {
-		t.Helper()
-		begin := time.Now()
-		var got string
-		for time.Since(begin) < within {
-			if got = extNeighbour(t, c, lbIP); got == macs[node] {
-				return time.Since(begin)
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
-		t.Fatalf("%s: ext's neighbour entry for %s is %q, want %s's %s within %v", what, lbIP, got, node, macs[node], within)
-		return 0
-	}
-
-	waitAnswer("both running", owner, 5*time.Second)
+	waitOnlyAnswer(t, c, lbIP, "both running", macs[owner], 5*time.Second)
 	// Only the owner has joined the address's solicited-node group: on a real NIC (and
 	// behind an MLD-snooping switch) the solicitations reach only members. A veth passes
 	// every multicast frame, so the answers above do not show it; the kernel's list does.
@@ -127,13 +81,13 @@ func TestIPv6AddressIsAnnouncedByOneNodeAndMovesWhenItStops(t *testing.T) {
 	} else {
 		t.Fatalf("ext cannot send to %s: %v", lbIP, err)
 	}
-	waitNeighbour("ext sent to the address", owner, 2*time.Second)
+	waitNeighbour(t, c, lbIP, "ext sent to the address", macs[owner], 2*time.Second)
 
 	stopped := time.Now()
 	agents.stop(owner)
-	took := waitNeighbour("the owner stopped", other, 2*time.Second)
+	took := waitNeighbour(t, c, lbIP, "the owner stopped", macs[other], 2*time.Second)
 	t.Logf("%s stopped: ext's neighbour entry for %s moved to %s %v after the stop returned (%v after it began)", owner, lbIP, other, took, time.Since(stopped))
-	waitAnswer("the owner stopped", other, 2*time.Second)
+	waitOnlyAnswer(t, c, lbIP, "the owner stopped", macs[other], 2*time.Second)
 	if joined(owner) || !joined(other) {
 		t.Errorf("after the stop, members of %s: %s %v, %s %v; want only %s", group, owner, joined(owner), other, joined(other), other)
 	}

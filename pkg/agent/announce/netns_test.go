@@ -22,23 +22,59 @@ import (
 	"github.com/svcplane/svcplane/test/netns"
 )
 
-// arpAnswers asks from ext who has ip and returns the MACs that answered.
-func arpAnswers(t *testing.T, c *netns.Cluster, ip netip.Addr) []string {
+// extAnswers asks from ext who has ip (ARP for IPv4, a Neighbor Solicitation for IPv6) and
+// returns the MACs that answered.
+func extAnswers(t *testing.T, c *netns.Cluster, ip netip.Addr) []string {
 	t.Helper()
 	var answers []net.HardwareAddr
 	err := c.Do(netns.External, func() error {
 		var err error
-		answers, err = Query(context.Background(), "eth0", netns.ExternalAddr, ip, 200*time.Millisecond)
+		if ip.Is4() {
+			answers, err = Query(context.Background(), "eth0", netns.ExternalAddr, ip, 200*time.Millisecond)
+		} else {
+			answers, err = QueryNDP(context.Background(), "eth0", ext6Addr, ip, 200*time.Millisecond)
+		}
 		return err
 	})
 	if err != nil {
-		t.Fatalf("ARP query for %s from ext: %v", ip, err)
+		t.Fatalf("asking from ext who has %s: %v", ip, err)
 	}
 	var out []string
 	for _, a := range answers {
 		out = append(out, a.String())
 	}
 	return out
+}
+
+// waitOnlyAnswer waits until ext's query for ip is answered by mac alone and returns how long
+// that took.
+func waitOnlyAnswer(t *testing.T, c *netns.Cluster, ip netip.Addr, what, mac string, within time.Duration) time.Duration {
+	t.Helper()
+	begin := time.Now()
+	var got []string
+	for time.Since(begin) < within {
+		if got = extAnswers(t, c, ip); len(got) == 1 && got[0] == mac {
+			return time.Since(begin)
+		}
+	}
+	t.Fatalf("%s: answers for %s %v, want only %s within %v", what, ip, got, mac, within)
+	return 0
+}
+
+// waitNeighbour waits until ext's neighbour entry for ip names mac and returns how long that
+// took.
+func waitNeighbour(t *testing.T, c *netns.Cluster, ip netip.Addr, what, mac string, within time.Duration) time.Duration {
+	t.Helper()
+	begin := time.Now()
+	var got string
+	for time.Since(begin) < within {
+		if got = extNeighbour(t, c, ip); got == mac {
+			return time.Since(begin)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Fatalf("%s: ext's neighbour entry for %s is %q, want %s within %v", what, ip, got, mac, within)
+	return 0
 }
 
 func macOf(t *testing.T, c *netns.Cluster, member string) string {
@@ -65,7 +101,7 @@ func TestKernelAnswersNoARPForServiceAddressesWithStrictARP(t *testing.T) {
 	lbIP := netip.MustParseAddr("10.251.0.7")
 	// What the userspace proxy installs for a LoadBalancer address (pkg/proxy/userspace).
 	c.Run(t, node, "ip", "route", "add", "local", lbIP.String()+"/32", "dev", "lo", "table", "local")
-	if got := arpAnswers(t, c, lbIP); len(got) != 1 {
+	if got := extAnswers(t, c, lbIP); len(got) != 1 {
 		t.Fatalf("before: %d ARP answers for a locally routed address, want the kernel's one; the test shows nothing", len(got))
 	}
 	var changed []string
@@ -80,10 +116,10 @@ func TestKernelAnswersNoARPForServiceAddressesWithStrictARP(t *testing.T) {
 	if len(changed) != 2 {
 		t.Errorf("ensureStrictARP changed %v, want arp_ignore and arp_announce", changed)
 	}
-	if got := arpAnswers(t, c, lbIP); len(got) != 0 {
+	if got := extAnswers(t, c, lbIP); len(got) != 0 {
 		t.Errorf("with strict ARP the node's kernel still answers ARP for %s: %v", lbIP, got)
 	}
-	if got := arpAnswers(t, c, netns.NodeAddr(1)); len(got) != 1 {
+	if got := extAnswers(t, c, netns.NodeAddr(1)); len(got) != 1 {
 		t.Errorf("with strict ARP the node no longer answers ARP for its own address %s", netns.NodeAddr(1))
 	}
 	for s, want := range map[string]string{"arp_ignore": "1", "arp_announce": "2"} {
@@ -146,51 +182,25 @@ func TestAnnouncementMovesWhenTheAnnouncingAgentStops(t *testing.T) {
 	agents.start("node1")
 	agents.start("node2")
 
-	// waitAnswer waits until ext's ARP gets exactly one answer, from node.
-	waitAnswer := func(what, node string, within time.Duration) time.Duration {
-		t.Helper()
-		begin := time.Now()
-		var got []string
-		for time.Since(begin) < within {
-			if got = arpAnswers(t, c, lbIP); len(got) == 1 && got[0] == macs[node] {
-				return time.Since(begin)
-			}
-		}
-		t.Fatalf("%s: ARP answers for %s %v, want only %s (%s) within %v", what, lbIP, got, node, macs[node], within)
-		return 0
-	}
-	waitAnswer("both running", owner, 5*time.Second)
+	waitOnlyAnswer(t, c, lbIP, "both running", macs[owner], 5*time.Second)
 
 	// ext talks to the address, so it caches the owner's MAC.
 	if conn, err := c.Dial(context.Background(), netns.External, "udp", net.JoinHostPort(lbIP.String(), "9")); err == nil {
 		conn.Write([]byte("x"))
 		conn.Close()
 	}
-	waitNeighbour := func(what, node string, within time.Duration) time.Duration {
-		t.Helper()
-		begin := time.Now()
-		var got string
-		for time.Since(begin) < within {
-			if got = extNeighbour(t, c, lbIP); got == macs[node] {
-				return time.Since(begin)
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
-		t.Fatalf("%s: ext's neighbour entry for %s is %q, want %s's %s within %v", what, lbIP, got, node, macs[node], within)
-		return 0
-	}
-	waitNeighbour("ext talked to the address", owner, 2*time.Second)
+	waitNeighbour(t, c, lbIP, "ext talked to the address", macs[owner], 2*time.Second)
 
 	stopped := time.Now()
 	agents.stop(owner)
-	took := waitNeighbour("the owner stopped", other, time.Second)
+	took := waitNeighbour(t, c, lbIP, "the owner stopped", macs[other], time.Second)
 	t.Logf("%s stopped: ext's neighbour entry moved to %s %v after the stop returned (%v after it began)", owner, other, took, time.Since(stopped))
-	waitAnswer("the owner stopped", other, time.Second)
+	waitOnlyAnswer(t, c, lbIP, "the owner stopped", macs[other], time.Second)
 
 	// Back: after listening for a hold it is a candidate again, and wins its address back.
 	agents.start(owner)
-	back := waitNeighbour("the owner restarted", owner, 5*time.Second)
-	waitAnswer("the owner restarted", owner, time.Second)
+	back := waitNeighbour(t, c, lbIP, "the owner restarted", macs[owner], 5*time.Second)
+	waitOnlyAnswer(t, c, lbIP, "the owner restarted", macs[owner], time.Second)
 	t.Logf("%s restarted: it announces again %v after its start", owner, back)
 }
 
@@ -254,7 +264,7 @@ func TestAnnouncementMovesWhenTheAnnouncerFallsSilent(t *testing.T) {
 	}()
 	// node2 is up (past its warm-up) and leaves node1's address alone.
 	time.Sleep(hold + time.Second)
-	if got := arpAnswers(t, c, lbIP); len(got) != 0 {
+	if got := extAnswers(t, c, lbIP); len(got) != 0 {
 		t.Fatalf("node2 answers for %s while node1, its chosen node, beacons: %v", lbIP, got)
 	}
 	close(silent)
@@ -262,7 +272,7 @@ func TestAnnouncementMovesWhenTheAnnouncerFallsSilent(t *testing.T) {
 	fell := time.Now()
 	node2 := macOf(t, c, "node2")
 	for {
-		if got := arpAnswers(t, c, lbIP); len(got) == 1 && got[0] == node2 {
+		if got := extAnswers(t, c, lbIP); len(got) == 1 && got[0] == node2 {
 			break
 		}
 		if time.Since(fell) > hold+time.Second {
