@@ -121,6 +121,15 @@ func (h *harness) set(name proxy.ServicePortName, sp *proxy.ServicePort, backend
 
 // tcpBackend answers every connection with its name and then echoes until EOF.
 func tcpBackend(t *testing.T, name string) netip.AddrPort {
+	return tcpServer(t, func(c net.Conn) {
+		fmt.Fprintf(c, "%s\n", name)
+		io.Copy(c, c)
+	})
+}
+
+// tcpServer listens on loopback until the test ends and runs handle for each connection,
+// closing it afterwards.
+func tcpServer(t *testing.T, handle func(net.Conn)) netip.AddrPort {
 	t.Helper()
 	l, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {
@@ -135,8 +144,7 @@ func tcpBackend(t *testing.T, name string) netip.AddrPort {
 			}
 			go func() {
 				defer c.Close()
-				fmt.Fprintf(c, "%s\n", name)
-				io.Copy(c, c)
+				handle(c)
 			}()
 		}
 	}()

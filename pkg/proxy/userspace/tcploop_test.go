@@ -29,27 +29,13 @@ func bothRelays(t *testing.T, test func(t *testing.T, opts Options)) {
 func TestTCPHalfCloseWithSmallMessages(t *testing.T) {
 	bothRelays(t, func(t *testing.T, opts Options) {
 		h := newHarness(t, opts)
-		l, err := net.Listen("tcp4", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer l.Close()
-		go func() {
-			for {
-				c, err := l.Accept()
-				if err != nil {
-					return
-				}
-				go func() {
-					defer c.Close()
-					got, _ := io.ReadAll(c)
-					fmt.Fprintf(c, "got %q", got)
-				}()
-			}
-		}()
+		backend := tcpServer(t, func(c net.Conn) {
+			got, _ := io.ReadAll(c)
+			fmt.Fprintf(c, "got %q", got)
+		})
 		name := serviceName("small", corev1.ProtocolTCP)
 		sp := clusterIP(t, corev1.ProtocolTCP)
-		h.set(name, sp, l.Addr().(*net.TCPAddr).AddrPort())
+		h.set(name, sp, backend)
 		for i := range 20 {
 			c, err := net.Dial("tcp", addrOf(sp).String())
 			if err != nil {
