@@ -2,7 +2,9 @@ package e2e
 
 // Ranges used here: the default Service CIDR 10.96.0.0/12 (kubernetes Service 10.96.0.1,
 // contested static IPs 10.96.0.100-10.96.0.119) and node ports 30000-32767 (contested
-// 30010-30029). Allocation keys are read straight from the server's embedded etcd.
+// 30010-30029). Ports a test asks for by number lie in the static band (30000-30085), which
+// dynamic allocation does not touch while the upper band has room: a port in the upper band
+// could already have been handed out at random by an earlier subtest. Allocation keys are read straight from the server's embedded etcd.
 
 import (
 	"context"
@@ -213,7 +215,7 @@ func TestServiceAllocationAsAUserSeesIt(t *testing.T) {
 	})
 
 	t.Run("type changes allocate and release as upstream", func(t *testing.T) {
-		svc, err := services.Create(ctx, nodePortService("changer", 30500), metav1.CreateOptions{})
+		svc, err := services.Create(ctx, nodePortService("changer", 30050), metav1.CreateOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -226,8 +228,8 @@ func TestServiceAllocationAsAUserSeesIt(t *testing.T) {
 		if svc.Spec.Ports[0].NodePort != 0 {
 			t.Errorf("nodePort %d kept after NodePort → ClusterIP", svc.Spec.Ports[0].NodePort)
 		}
-		if _, err := services.Create(ctx, nodePortService("port-reuser", 30500), metav1.CreateOptions{}); err != nil {
-			t.Errorf("node port 30500 not released: %v", err)
+		if _, err := services.Create(ctx, nodePortService("port-reuser", 30050), metav1.CreateOptions{}); err != nil {
+			t.Errorf("node port 30050 not released: %v", err)
 		}
 		// ClusterIP → ExternalName releases the IP.
 		svc.Spec.Type = corev1.ServiceTypeExternalName
@@ -269,14 +271,14 @@ func TestServiceAllocationAsAUserSeesIt(t *testing.T) {
 	})
 
 	t.Run("deleting a Service frees its IP and ports", func(t *testing.T) {
-		svc, err := services.Create(ctx, nodePortService("deleted", 30600), metav1.CreateOptions{})
+		svc, err := services.Create(ctx, nodePortService("deleted", 30060), metav1.CreateOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
 		if err := services.Delete(ctx, "deleted", metav1.DeleteOptions{}); err != nil {
 			t.Fatal(err)
 		}
-		reuse := nodePortService("deleted-reuse", 30600)
+		reuse := nodePortService("deleted-reuse", 30060)
 		reuse.Spec.ClusterIP = svc.Spec.ClusterIP
 		if _, err := services.Create(ctx, reuse, metav1.CreateOptions{}); err != nil {
 			t.Errorf("IP and port of a deleted Service not free: %v", err)
