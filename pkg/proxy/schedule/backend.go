@@ -27,6 +27,9 @@ type Backend struct {
 	weight   int
 	active   atomic.Int32
 	inactive atomic.Int32
+	// removed is set once the backend has left its pool; it never comes back (an address
+	// that returns gets a new Backend).
+	removed atomic.Bool
 }
 
 // NewBackend returns a backend with the given weight, for tests and for callers building
@@ -38,6 +41,10 @@ func NewBackend(addr netip.AddrPort, weight int) *Backend {
 // Weight is the backend's relative capacity; 0 takes it out of rotation without removing it
 // (IPVS's quiescing).
 func (b *Backend) Weight() int { return b.weight }
+
+// Removed reports whether the backend has left its pool. A connection that chose it just
+// before may still be setting up; this lets its owner notice.
+func (b *Backend) Removed() bool { return b.removed.Load() }
 
 // Active is the number of established connections to the backend.
 func (b *Backend) Active() int { return int(b.active.Load()) }

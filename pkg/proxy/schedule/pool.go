@@ -63,6 +63,7 @@ func (p *Pool) Update(targets []Target) (removed []*Backend) {
 	}
 	for addr, b := range p.byAddr {
 		if next[addr] == nil {
+			b.removed.Store(true)
 			removed = append(removed, b)
 		}
 	}

@@ -327,8 +327,18 @@ func TestPoolUpdateKeepsCountsAndReportsRemovedBackends(t *testing.T) {
 	if len(removed) != 2 {
 		t.Fatalf("removed %d backends, want 2", len(removed))
 	}
+	for _, r := range removed {
+		if !r.Removed() {
+			t.Errorf("removed backend %s does not say so", r.Addr)
+		}
+	}
 	// The sticky entry pointed at a removed backend, so the client is scheduled afresh.
-	if got := p.Select(conn("10.244.1.5:2")); got == nil || got.Addr != b {
+	if got := p.Select(conn("10.244.1.5:2")); got == nil || got.Addr != b || got.Removed() {
 		t.Errorf("got %v, want %s", got, b)
+	}
+	// An address that comes back is a new backend, not the removed one revived.
+	p.Update([]Target{{a, 1}, {b, 1}})
+	if back := p.Backends()[0]; back == first || back.Removed() {
+		t.Errorf("returning address %s reuses the removed backend", a)
 	}
 }

@@ -104,8 +104,18 @@ func (s *service) pool(external bool) *schedule.Pool {
 	return s.cluster
 }
 
+// track records sess as using b. If b has already left the Service and sess is of a kind
+// that must not outlive its backend, sess is closed instead: it chose b just before the
+// removal, or was moving between relays (tcploop.go's handOver) while backendsRemoved looked
+// for it. Pool.Update marks b removed before backendsRemoved takes s.mu, so every session
+// is either found there or sees the mark here.
 func (s *service) track(b *schedule.Backend, sess session) {
 	s.mu.Lock()
+	if b.Removed() && (sess.udp() || s.cfg.Load().closeOnRemoval) {
+		s.mu.Unlock()
+		sess.Close()
+		return
+	}
 	defer s.mu.Unlock()
 	m := s.sessions[b]
 	if m == nil {
