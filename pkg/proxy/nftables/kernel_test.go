@@ -15,6 +15,12 @@ import (
 	"github.com/svcplane/svcplane/pkg/proxy"
 )
 
+// init pins the main goroutine to the main thread, which then runs nothing else. A test
+// goroutine landing on the main thread and moving it to a fresh namespace (inFreshNetns) would
+// otherwise move the process's own namespace, /proc/self/ns/net, which inProcessNetns compares
+// threads with: TestNewChecksKernel failed that way now and then.
+func init() { runtime.LockOSThread() }
+
 // inFreshNetns moves the calling goroutine's thread into a new, empty network namespace for
 // the rest of the test; the thread is never unlocked, so the runtime discards it afterwards
 // and nothing we program outlives the test or touches the host's namespace. It returns the
