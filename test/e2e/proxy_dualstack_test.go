@@ -1,10 +1,11 @@
 package e2e
 
-// Dual-stack Services through the kernel. Pods have IPv4 addresses only (the agent's IPAM is
-// IPv4), so the backends here are plain sockets in the ext namespace, named by hand-made
+// Dual-stack Services through either proxy mode. Pods have IPv4 addresses only (the agent's
+// IPAM is IPv4), so the backends here are plain sockets in the ext namespace, named by hand-made
 // EndpointSlices of both address types; everything else is real: a dual-stack `svcplane server`
-// allocating the ClusterIPs, `svcplane proxy` programming the ip and ip6 svcplane tables of
-// node1, and TCP connections from node1 through those tables.
+// allocating the ClusterIPs, `svcplane proxy` in node1 (nftables mode: the ip and ip6 svcplane
+// tables; userspace mode: a Proxier per family, listening on the ClusterIPs of its family with
+// the family's service range routed locally), and TCP connections from node1 through it.
 
 import (
 	"bufio"
@@ -46,18 +47,26 @@ const (
 	dsBackendPort   = 8080
 )
 
+// TestProxyDualStackServices runs one scenario against both proxy modes.
 func TestProxyDualStackServices(t *testing.T) {
+	for _, mode := range []string{"nftables", "userspace"} {
+		t.Run(mode, func(t *testing.T) { testProxyDualStack(t, mode) })
+	}
+}
+
+func testProxyDualStack(t *testing.T, mode string) {
 	if testing.Short() {
 		t.Skip("runs svcplane server and proxy in network namespaces; skipped with -short")
 	}
-	if _, err := exec.LookPath("nft"); err != nil {
+	if _, err := exec.LookPath("nft"); err != nil && mode == "nftables" {
 		t.Skip("needs the nft command to list the ip6 table")
 	}
 	c := netns.New(t, netns.Config{Nodes: 1})
 	node, ext := netns.Node(1), netns.External
 	// nodad: usable at once, no duplicate-address detection wait. The route sends ClusterIPs
 	// of the IPv6 range out of eth0, as the topology routes the IPv4 range: a packet needs a
-	// route before the nat output hook rewrites its destination.
+	// route before the nat output hook rewrites its destination. (The userspace mode's local
+	// route for the range, in table local, is looked up before it.)
 	for _, step := range []struct {
 		member string
 		args   []string
@@ -75,7 +84,7 @@ func TestProxyDualStackServices(t *testing.T) {
 	}
 
 	client, kubeconfig := startDualStackServer(t, c)
-	startDualStackProxy(t, c, node, kubeconfig)
+	startDualStackProxy(t, c, node, kubeconfig, mode)
 	ctx := context.Background()
 	extV4 := netns.ExternalAddr.String()
 
@@ -102,13 +111,28 @@ func TestProxyDualStackServices(t *testing.T) {
 	})
 	t.Run("IPv6 ClusterIP without IPv6 endpoints is refused", func(t *testing.T) {
 		addr := net.JoinHostPort(noV6.Spec.ClusterIPs[1], "80")
-		eventually(t, 10*time.Second, "a TCP reset from "+addr, func() error { return expectRefused(c, node, addr) })
+		eventually(t, 10*time.Second, "a TCP reset from "+addr, func() error { return expectRejected(c, node, addr, mode) })
 		// Its IPv4 side has an endpoint and answers.
 		eventually(t, 10*time.Second, "the IPv4 side of the same Service", func() error {
 			return expectAnswer(c, node, net.JoinHostPort(noV6.Spec.ClusterIPs[0], "80"), "ext "+net.JoinHostPort(extV4, strconv.Itoa(dsBackendPort)))
 		})
 	})
-	t.Run("ip6 svcplane table holds the IPv6 ClusterIPs", func(t *testing.T) {
+	t.Run("the IPv6 ClusterIPs are served by the IPv6 side", func(t *testing.T) {
+		if mode == "userspace" {
+			// The IPv6 Proxier routes the IPv6 service range locally and listens on its
+			// ClusterIPs (the Service without IPv6 endpoints too: it resets what it accepts).
+			routes := c.Run(t, node, "ip", "-6", "route", "show", "table", "local")
+			if !strings.Contains(routes, "local "+dsServiceV6CIDR+" dev lo") {
+				t.Errorf("no local route for %s in %s:\n%s", dsServiceV6CIDR, node, routes)
+			}
+			listening := c.Run(t, node, "ss", "-6Hltn")
+			for _, ip := range []string{dualV6, noV6.Spec.ClusterIPs[1]} {
+				if !strings.Contains(listening, "["+ip+"]:80") {
+					t.Errorf("nothing listens on [%s]:80 in %s:\n%s", ip, node, listening)
+				}
+			}
+			return
+		}
 		out := c.Run(t, node, "nft", "list", "table", "ip6", "svcplane")
 		for _, ip := range []string{dualV6, noV6.Spec.ClusterIPs[1]} {
 			if !strings.Contains(out, ip) {
@@ -144,7 +168,11 @@ func TestProxyDualStackServices(t *testing.T) {
 		if _, err := client.CoreV1().Services("default").Patch(ctx, "upgraded", types.StrategicMergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
 			t.Fatal(err)
 		}
-		eventually(t, 10*time.Second, "the ip6 table dropping "+upV6, func() error {
+		eventually(t, 10*time.Second, "the IPv6 side dropping "+upV6, func() error {
+			if mode == "userspace" {
+				// No listener left: the local route makes the address refuse at once.
+				return expectRefused(c, node, net.JoinHostPort(upV6, "80"))
+			}
 			if out := c.Run(t, node, "nft", "list", "table", "ip6", "svcplane"); strings.Contains(out, upV6) {
 				return fmt.Errorf("ip6 svcplane still holds %s", upV6)
 			}
@@ -159,7 +187,7 @@ func TestProxyDualStackServices(t *testing.T) {
 			t.Fatal(err)
 		}
 		eventually(t, 10*time.Second, "a TCP reset from ["+dualV6+"]:80", func() error {
-			return expectRefused(c, node, net.JoinHostPort(dualV6, "80"))
+			return expectRejected(c, node, net.JoinHostPort(dualV6, "80"), mode)
 		})
 		if err := expectAnswer(c, node, net.JoinHostPort(dualV4, "80"), "ext "+net.JoinHostPort(extV4, strconv.Itoa(dsBackendPort))); err != nil {
 			t.Errorf("the IPv4 side must not be affected: %v", err)
@@ -223,6 +251,31 @@ func expectRefused(c *netns.Cluster, member, addr string) error {
 	return nil
 }
 
+// expectRejected checks that a connection from member to a Service without endpoints at addr
+// fails at once: refused in nftables mode (expectRefused); the userspace proxy owns a
+// listener for the Service, so the handshake completes and the accepted connection is reset.
+func expectRejected(c *netns.Cluster, member, addr, mode string) error {
+	if mode != "userspace" {
+		return expectRefused(c, member, addr)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	conn, err := c.Dial(ctx, member, "tcp", addr)
+	if errors.Is(err, syscall.ECONNREFUSED) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	_ = conn.SetReadDeadline(time.Now().Add(time.Second))
+	n, err := conn.Read(make([]byte, 64))
+	if !errors.Is(err, syscall.ECONNRESET) {
+		return fmt.Errorf("%s: want a reset, read %d bytes, %v", addr, n, err)
+	}
+	return nil
+}
+
 // startDualStackServer runs `svcplane server` in cp with a ClusterIP range of each family and
 // returns a client (dialing into cp from here) and the admin kubeconfig.
 func startDualStackServer(t *testing.T, c *netns.Cluster) (kubernetes.Interface, string) {
@@ -276,9 +329,9 @@ func startDualStackServer(t *testing.T, c *netns.Cluster) (kubernetes.Interface,
 	return client, kubeconfig
 }
 
-// startDualStackProxy runs `svcplane proxy` in member with a cluster CIDR of each family, which
-// makes IPv6 required: the proxy exits rather than serve IPv4 alone.
-func startDualStackProxy(t *testing.T, c *netns.Cluster, member, kubeconfig string) {
+// startDualStackProxy runs `svcplane proxy` in mode in member with a cluster CIDR of each
+// family, which makes IPv6 required: the proxy exits rather than serve IPv4 alone.
+func startDualStackProxy(t *testing.T, c *netns.Cluster, member, kubeconfig, mode string) {
 	t.Helper()
 	logPath := filepath.Join(t.TempDir(), "proxy.log")
 	log, err := os.Create(logPath)
@@ -289,7 +342,7 @@ func startDualStackProxy(t *testing.T, c *netns.Cluster, member, kubeconfig stri
 	cmd := c.Command(context.Background(), member, testserver.Binary(t), "proxy",
 		"--kubeconfig", kubeconfig,
 		"--server", "https://"+net.JoinHostPort(netns.ControlPlaneAddr.String(), strconv.Itoa(topology.APIServerPort)),
-		"--node-name", member, "--netns", c.Namespace(member),
+		"--node-name", member, "--netns", c.Namespace(member), "--proxy-mode", mode,
 		"--cluster-cidr", dsClusterCIDRs, "--service-cidr", dsServiceRange, "--healthz-bind-address", "")
 	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Start(); err != nil {

@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/netip"
@@ -47,7 +48,7 @@ type Config struct {
 	// outside its family's range is masqueraded; a family without a range masquerades all its
 	// ClusterIP traffic. An IPv6 range makes IPv6 required (see Run).
 	ClusterCIDRs []netip.Prefix
-	// ServiceCIDRs are the ClusterIP ranges (the userspace mode routes the IPv4 one locally).
+	// ServiceCIDRs are the ClusterIP ranges (the userspace mode routes each locally).
 	// An IPv6 range makes IPv6 required (see Run).
 	ServiceCIDRs []netip.Prefix
 	// NodePortAddresses selects, per family, the node addresses NodePorts answer on: a family
@@ -121,37 +122,39 @@ type stack struct {
 // Run runs the proxy until ctx ends. It returns early only if the backend cannot start (the
 // kernel lacks a feature, a socket cannot be opened): that error names what is missing.
 //
-// In nftables mode IPv4 is always proxied, and IPv6 too whenever the kernel lets this
-// namespace use it (as kube-proxy, which goes dual-stack when the kernel supports both
-// families, whatever the node's addresses): each family gets its own table, ip and ip6
-// svcplane. If the IPv6 table cannot be programmed, the proxy logs why and serves IPv4 alone,
-// unless IPv6 was asked for explicitly by an IPv6 range in ClusterCIDRs or ServiceCIDRs: then
-// Run fails, since that node would silently break the IPv6 Services it was configured for.
-// The userspace mode proxies IPv4 only.
+// Both modes proxy IPv4 always, and IPv6 too whenever the kernel lets this namespace use it
+// (as kube-proxy, which goes dual-stack when the kernel supports both families, whatever the
+// node's addresses), with one backend per family fed by its own Tracker: in nftables mode a
+// table each, ip and ip6 svcplane; in userspace mode a userspace.Proxier each, with its own
+// listeners and local routes for its family's service range. If the IPv6 backend cannot
+// start (no ip6 nat, IPv6 disabled on lo), the proxy logs why and serves IPv4 alone, unless
+// IPv6 was asked for explicitly by an IPv6 range in ClusterCIDRs or ServiceCIDRs: then Run
+// fails, since that node would silently break the IPv6 Services it was configured for.
 func Run(ctx context.Context, c Config) error {
 	if err := c.Validate(); err != nil {
 		return err
 	}
-	var stacks []*stack
+	var start func(f corev1.IPFamily, nodeAddrs []netip.Addr) (Backend, error)
 	switch c.Mode {
 	case ModeNFTables:
-		var err error
-		if stacks, err = startNFTables(c); err != nil {
-			return err
+		start = func(f corev1.IPFamily, nodeAddrs []netip.Addr) (Backend, error) {
+			var cidr netip.Prefix // invalid: masquerade all ClusterIP traffic of this family
+			if own := ofFamily(c.ClusterCIDRs, f); len(own) > 0 {
+				cidr = own[0]
+			}
+			return nftables.New(nftables.Config{Family: f, ClusterCIDR: cidr, NodePortAddresses: nodeAddrs})
 		}
 	case ModeUserspace:
-		addrs, err := nodeAddresses(corev1.IPv4Protocol, c.NodePortAddresses)
-		if err != nil {
-			return err
+		start = func(f corev1.IPFamily, nodeAddrs []netip.Addr) (Backend, error) {
+			return userspace.New(userspace.Options{Family: f, NodeIPs: nodeAddrs, ServiceCIDRs: ofFamily(c.ServiceCIDRs, f),
+				ManageLocalRoutes: true, Scheduler: c.Scheduler})
 		}
-		p, err := userspace.New(userspace.Options{NodeIPs: addrs, ServiceCIDRs: ofFamily(c.ServiceCIDRs, corev1.IPv4Protocol),
-			ManageLocalRoutes: true, Scheduler: c.Scheduler})
-		if err != nil {
-			return fmt.Errorf("starting the userspace proxy: %w", err)
-		}
-		defer p.Close()
-		stacks = []*stack{{family: corev1.IPv4Protocol, backend: p, nodeAddrs: addrs}}
 	}
+	stacks, err := startStacks(c, start)
+	if err != nil {
+		return err
+	}
+	defer closeStacks(stacks)
 
 	metrics := proxy.NewMetrics(c.Mode)
 	health := &proxy.Health{Timeout: max(60*time.Second, 2*c.MinSyncPeriod)}
@@ -231,26 +234,23 @@ func Run(ctx context.Context, c Config) error {
 	return nil
 }
 
-// startNFTables starts the IPv4 proxier and, where possible, the IPv6 one (see Run).
-func startNFTables(c Config) ([]*stack, error) {
+// startStacks starts the IPv4 backend and, where possible, the IPv6 one (see Run), each with
+// start.
+func startStacks(c Config, start func(f corev1.IPFamily, nodeAddrs []netip.Addr) (Backend, error)) ([]*stack, error) {
 	newStack := func(f corev1.IPFamily) (*stack, error) {
 		addrs, err := nodeAddresses(f, c.NodePortAddresses)
 		if err != nil {
 			return nil, err
 		}
-		var cidr netip.Prefix // invalid: masquerade all ClusterIP traffic of this family
-		if own := ofFamily(c.ClusterCIDRs, f); len(own) > 0 {
-			cidr = own[0]
-		}
-		p, err := nftables.New(nftables.Config{Family: f, ClusterCIDR: cidr, NodePortAddresses: addrs})
+		b, err := start(f, addrs)
 		if err != nil {
 			return nil, err
 		}
-		return &stack{family: f, backend: p, nodeAddrs: addrs}, nil
+		return &stack{family: f, backend: b, nodeAddrs: addrs}, nil
 	}
 	v4, err := newStack(corev1.IPv4Protocol)
 	if err != nil {
-		return nil, fmt.Errorf("starting the nftables proxy: %w", err)
+		return nil, fmt.Errorf("starting the %s proxy: %w", c.Mode, err)
 	}
 	stacks := []*stack{v4}
 	required := ipv6AskedFor(c)
@@ -264,11 +264,25 @@ func startNFTables(c Config) ([]*stack, error) {
 	case err == nil:
 		stacks = append(stacks, v6)
 	case required != "":
-		return nil, fmt.Errorf("starting the IPv6 nftables proxy, required by %s: %w", required, err)
+		closeStacks(stacks)
+		return nil, fmt.Errorf("starting the IPv6 %s proxy, required by %s: %w", c.Mode, required, err)
 	default:
 		klog.ErrorS(err, "IPv6 Services will not work on this node; proxying IPv4 only (give an IPv6 --cluster-cidr to make this an error)")
 	}
 	return stacks, nil
+}
+
+// closeStacks stops the backends that hold resources of their own (the userspace mode's
+// listeners, connections and local routes); an nftables table stays, as on every exit, for
+// the next run to take over without a gap.
+func closeStacks(stacks []*stack) {
+	for _, s := range stacks {
+		if c, ok := s.backend.(io.Closer); ok {
+			if err := c.Close(); err != nil {
+				klog.ErrorS(err, "Stopping the proxy", "family", s.family)
+			}
+		}
+	}
 }
 
 // ipv6AskedFor names the setting that asks for IPv6 Services on this node, or "".

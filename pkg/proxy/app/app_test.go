@@ -1,6 +1,7 @@
 package app
 
 import (
+	"errors"
 	"net/netip"
 	"slices"
 	"strings"
@@ -68,5 +69,50 @@ func TestHealthSnapshotComparesFamilies(t *testing.T) {
 		if _, _, n := proxy.UsableEndpoints(sp, got.Endpoints[name]); n != want {
 			t.Errorf("%s: %d local endpoints, want %d", name, n, want)
 		}
+	}
+}
+
+// fakeBackend records whether it was closed.
+type fakeBackend struct{ closed bool }
+
+func (*fakeBackend) Sync(*proxy.Snapshot, bool) error { return nil }
+func (b *fakeBackend) Close() error                   { b.closed = true; return nil }
+
+// Both modes start their backends through startStacks: an IPv6 backend that cannot start
+// leaves IPv4 alone serving, unless an IPv6 range asked for IPv6; then nothing is left
+// running (the userspace IPv4 Proxier already holds listeners and routes to give back).
+func TestIPv6BackendFailureIsFatalOnlyWhenIPv6WasAskedFor(t *testing.T) {
+	for _, tc := range []struct {
+		name         string
+		serviceCIDRs []netip.Prefix
+		wantErr      bool
+	}{
+		{name: "IPv4 range only"},
+		{name: "IPv6 range", serviceCIDRs: []netip.Prefix{netip.MustParsePrefix("10.96.0.0/16"), netip.MustParsePrefix("fd00:96::/112")}, wantErr: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var v4 *fakeBackend
+			start := func(f corev1.IPFamily, _ []netip.Addr) (Backend, error) {
+				if f == corev1.IPv6Protocol {
+					return nil, errors.New("IPv6 is disabled on lo")
+				}
+				v4 = &fakeBackend{}
+				return v4, nil
+			}
+			c := Config{Mode: ModeUserspace, ServiceCIDRs: tc.serviceCIDRs}
+			stacks, err := startStacks(c, start)
+			if tc.wantErr {
+				if err == nil || !strings.Contains(err.Error(), "fd00:96::/112") {
+					t.Errorf("got %v, want an error naming the IPv6 range", err)
+				}
+				if v4 == nil || !v4.closed {
+					t.Error("the IPv4 backend was left running")
+				}
+				return
+			}
+			if err != nil || len(stacks) != 1 || stacks[0].family != corev1.IPv4Protocol || v4.closed {
+				t.Errorf("got %d stacks, %v; want the IPv4 one, running", len(stacks), err)
+			}
+		})
 	}
 }

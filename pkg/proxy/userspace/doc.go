@@ -12,5 +12,7 @@
 // with, so no change to any Service interrupts it, except the removal of its own endpoint when
 // the Service asks for it (svcplane.io/close-on-endpoint-removal) and, for UDP, always.
 //
+// A Proxier serves one IP family; a dual-stack node runs one per family (pkg/proxy/app).
+//
 // README.md beside this file explains the design choices and their measurements.
 package userspace

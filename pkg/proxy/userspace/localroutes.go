@@ -5,9 +5,12 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
+	"strings"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+	corev1 "k8s.io/api/core/v1"
 )
 
 // routeProtocol marks the routes this proxy installs (the rtm_protocol field), so it can find
@@ -24,30 +27,44 @@ const routeProtocol = netlink.RouteProtocol(0x5c)
 //   - an address of the range without a listener answers with a TCP reset or an ICMP port
 //     unreachable, so a Service without endpoints fails fast.
 //
-// External and LoadBalancer IPs outside the CIDRs each get a host route.
+// External and LoadBalancer IPs outside the CIDRs each get a host route. IPv6 works the same
+// way (`local fd00:96::/112 dev lo table local`: every address of the range is delivered
+// locally, and one without a listener is refused); it needs IPv6 on lo, which newLocalRoutes
+// checks. Each family's Proxier has its own localRoutes, which handles only routes of its
+// family.
 type localRoutes struct {
 	lo        int
 	cidrs     []netip.Prefix
 	installed map[netip.Prefix]bool
 }
 
-func newLocalRoutes(cidrs []netip.Prefix) (*localRoutes, error) {
+func newLocalRoutes(family corev1.IPFamily, cidrs []netip.Prefix) (*localRoutes, error) {
 	lo, err := netlink.LinkByName("lo")
 	if err != nil {
 		return nil, fmt.Errorf("finding the loopback link for Service IP routes: %w", err)
 	}
-	r := &localRoutes{lo: lo.Attrs().Index, cidrs: cidrs, installed: map[netip.Prefix]bool{}}
-	// Adopt routes a previous run left, so the first ensure removes the stale ones.
-	for _, family := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
-		routes, err := netlink.RouteListFiltered(family, &netlink.Route{Table: unix.RT_TABLE_LOCAL, Protocol: routeProtocol},
-			netlink.RT_FILTER_TABLE|netlink.RT_FILTER_PROTOCOL)
-		if err != nil {
-			return nil, fmt.Errorf("listing local routes: %w", err)
+	nlFamily := netlink.FAMILY_V4
+	if family == corev1.IPv6Protocol {
+		nlFamily = netlink.FAMILY_V6
+		// Without IPv6 on lo the kernel refuses IPv6 routes through it ("IPv6 is disabled on
+		// nexthop device"), which would fail every sync; checked at start, the proxy can
+		// name the cause and the caller decide whether IPv6 was required.
+		if b, err := os.ReadFile("/proc/sys/net/ipv6/conf/lo/disable_ipv6"); err == nil && strings.TrimSpace(string(b)) == "1" {
+			return nil, errors.New("IPv6 is disabled on lo (net.ipv6.conf.lo.disable_ipv6=1), so IPv6 Service IPs cannot be made local")
 		}
-		for _, rt := range routes {
-			if p, ok := prefixOf(rt.Dst); ok {
-				r.installed[p] = true
-			}
+	}
+	r := &localRoutes{lo: lo.Attrs().Index, cidrs: cidrs, installed: map[netip.Prefix]bool{}}
+	// Adopt the routes of this family a previous run left, so the first ensure removes the
+	// stale ones. Only this family's: the other family's Proxier owns the rest, and adopting
+	// them would remove its routes at the first sync.
+	routes, err := netlink.RouteListFiltered(nlFamily, &netlink.Route{Table: unix.RT_TABLE_LOCAL, Protocol: routeProtocol},
+		netlink.RT_FILTER_TABLE|netlink.RT_FILTER_PROTOCOL)
+	if err != nil {
+		return nil, fmt.Errorf("listing local routes: %w", err)
+	}
+	for _, rt := range routes {
+		if p, ok := prefixOf(rt.Dst); ok {
+			r.installed[p] = true
 		}
 	}
 	return r, nil

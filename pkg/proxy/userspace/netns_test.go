@@ -29,9 +29,11 @@ import (
 	"github.com/svcplane/svcplane/test/netns"
 )
 
-// helperEnv, when set, turns the test binary into a proxy process: it programs the spec in
-// the variable's value (JSON) with local routes on, prints "ready", and stops when its
-// standard input closes. Tests start it inside a node namespace, never in the host's.
+// helperEnv, when set, turns the test binary into a proxy process: it creates one Proxier per
+// spec in the variable's value (a JSON list, one spec per IP family, all created before the
+// first sync as pkg/proxy/app does), programs each with local routes on, prints "ready", and
+// stops when its standard input closes. Tests start it inside a node namespace, never in the
+// host's.
 const helperEnv = "SVCPLANE_USERSPACE_HELPER"
 
 // helperHostNSEnv carries the starting test's namespace, where the helper refuses to run.
@@ -43,19 +45,26 @@ func helperEnviron(spec string) []string {
 }
 
 type helperSpec struct {
+	Family       corev1.IPFamily
 	ServiceCIDRs []netip.Prefix
 	NodeIPs      []netip.Addr
 	Services     []helperService
+	// LeaveRoutes exits without Close, leaving the local routes behind as a proxy killed
+	// with SIGKILL would.
+	LeaveRoutes bool
 }
 
 type helperService struct {
-	Name        string
-	Protocol    corev1.Protocol
-	ClusterIP   netip.Addr
-	Port        int32
-	NodePort    int32
-	Endpoints   []netip.AddrPort
-	Annotations map[string]string
+	Name            string
+	Protocol        corev1.Protocol
+	ClusterIP       netip.Addr
+	Port            int32
+	NodePort        int32
+	LoadBalancerIPs []netip.Addr
+	SourceRanges    []netip.Prefix
+	StickyTimeout   time.Duration
+	Endpoints       []netip.AddrPort
+	Annotations     map[string]string
 }
 
 func TestMain(m *testing.M) {
@@ -76,35 +85,64 @@ func runHelper(raw string) error {
 	if host := os.Getenv(helperHostNSEnv); err != nil || host == "" || self == host {
 		return fmt.Errorf("refusing to run the proxy helper outside a test network namespace (in %s, test in %q, %v)", self, host, err)
 	}
-	var spec helperSpec
-	if err := json.Unmarshal([]byte(raw), &spec); err != nil {
+	var specs []helperSpec
+	if err := json.Unmarshal([]byte(raw), &specs); err != nil {
 		return err
 	}
-	p, err := New(Options{NodeIPs: spec.NodeIPs, ServiceCIDRs: spec.ServiceCIDRs, ManageLocalRoutes: true, DialTimeout: 100 * time.Millisecond})
-	if err != nil {
-		return err
-	}
-	snap := &proxy.Snapshot{Services: proxy.ServicePortMap{}, Endpoints: proxy.EndpointsMap{}, Changed: sets.New[proxy.ServicePortName](), Synced: true}
-	for _, s := range spec.Services {
-		name := proxy.ServicePortName{NamespacedName: types.NamespacedName{Namespace: "default", Name: s.Name}, Protocol: s.Protocol}
-		snap.Services[name] = &proxy.ServicePort{Name: name, Protocol: s.Protocol, ClusterIP: s.ClusterIP, Port: s.Port, NodePort: s.NodePort, Annotations: s.Annotations}
-		for _, e := range s.Endpoints {
-			snap.Endpoints[name] = append(snap.Endpoints[name], &proxy.Endpoint{IP: e.Addr(), Port: int32(e.Port()), Ready: true, Serving: true})
+	proxiers := make([]*Proxier, len(specs))
+	closeAll := func() error {
+		var errs []error
+		for i, p := range proxiers {
+			if p != nil && !specs[i].LeaveRoutes {
+				errs = append(errs, p.Close())
+			}
 		}
+		return errors.Join(errs...)
 	}
-	if err := p.Sync(snap, true); err != nil {
-		p.Close()
-		return err
+	for i, spec := range specs {
+		p, err := New(Options{Family: spec.Family, NodeIPs: spec.NodeIPs, ServiceCIDRs: spec.ServiceCIDRs,
+			ManageLocalRoutes: true, DialTimeout: 100 * time.Millisecond})
+		if err != nil {
+			closeAll()
+			return fmt.Errorf("%s proxier: %w", spec.Family, err)
+		}
+		proxiers[i] = p
+	}
+	for i, spec := range specs {
+		snap := &proxy.Snapshot{Services: proxy.ServicePortMap{}, Endpoints: proxy.EndpointsMap{}, Changed: sets.New[proxy.ServicePortName](), Synced: true}
+		for _, s := range spec.Services {
+			name := proxy.ServicePortName{NamespacedName: types.NamespacedName{Namespace: "default", Name: s.Name}, Protocol: s.Protocol}
+			snap.Services[name] = &proxy.ServicePort{Name: name, Protocol: s.Protocol, ClusterIP: s.ClusterIP, Port: s.Port, NodePort: s.NodePort,
+				LoadBalancerIPs: s.LoadBalancerIPs, LoadBalancerSourceRanges: s.SourceRanges, StickyTimeout: s.StickyTimeout, Annotations: s.Annotations}
+			for _, e := range s.Endpoints {
+				snap.Endpoints[name] = append(snap.Endpoints[name], &proxy.Endpoint{IP: e.Addr(), Port: int32(e.Port()), Ready: true, Serving: true})
+			}
+		}
+		if err := proxiers[i].Sync(snap, true); err != nil {
+			closeAll()
+			return fmt.Errorf("%s proxier: %w", spec.Family, err)
+		}
 	}
 	fmt.Println("ready")
 	io.Copy(io.Discard, os.Stdin)
-	return p.Close()
+	return closeAll()
 }
 
-// startProxy runs the helper in member's namespace and stops it when the test ends.
-func startProxy(t *testing.T, c *netns.Cluster, member string, spec helperSpec) (stop func()) {
+// startProxy runs the helper with one Proxier per spec in member's namespace and stops it when
+// the test ends.
+func startProxy(t *testing.T, c *netns.Cluster, member string, specs ...helperSpec) (stop func()) {
 	t.Helper()
-	raw, err := json.Marshal(spec)
+	stop, err := runProxy(t, c, member, specs...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return stop
+}
+
+// runProxy is startProxy returning the helper's failure to start instead of failing t.
+func runProxy(t *testing.T, c *netns.Cluster, member string, specs ...helperSpec) (stop func(), err error) {
+	t.Helper()
+	raw, err := json.Marshal(specs)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,10 +173,12 @@ func startProxy(t *testing.T, c *netns.Cluster, member string, spec helperSpec) 
 	t.Cleanup(stop)
 	line, err := bufio.NewReader(stdout).ReadString('\n')
 	if strings.TrimSpace(line) != "ready" {
-		stop()
-		t.Fatalf("proxy helper did not start: %q %v\n%s", line, err, stderr.String())
+		stdin.Close()
+		cmd.Wait()
+		stopped = true
+		return nil, fmt.Errorf("proxy helper did not start: %q %v\n%s", line, err, stderr.String())
 	}
-	return stop
+	return stop, nil
 }
 
 // serveName answers each connection on ln with name and closes it.
@@ -251,7 +291,7 @@ func TestServiceIPsWorkInsideANodeNamespace(t *testing.T) {
 func TestHelperRefusesTheHostNamespace(t *testing.T) {
 	exe, _ := os.Executable()
 	cmd := exec.Command(exe, "-test.run=^$")
-	cmd.Env = helperEnviron(`{"ServiceCIDRs":["10.96.0.0/12"]}`)
+	cmd.Env = helperEnviron(`[{"ServiceCIDRs":["10.96.0.0/12"]}]`)
 	out, err := cmd.CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "refusing") {
 		t.Errorf("got %v, %s; want a refusal", err, out)

@@ -20,11 +20,17 @@ import (
 
 // Options configure a Proxier. Zero values take the documented defaults.
 type Options struct {
+	// Family is the IP family served (IPv4 when empty). A dual-stack node runs one Proxier per
+	// family, as the nftables mode runs one table per family, each fed its family's Snapshot:
+	// addresses of the other family are ignored, and the local routes a Proxier adopts,
+	// installs and removes are of its family only, so the two never remove each other's.
+	Family corev1.IPFamily
 	// NodeIPs are the addresses NodePorts listen on (--nodeport-addresses); empty means every
-	// non-loopback unicast address of the node at start.
+	// global unicast address of the family on the node at start.
 	NodeIPs []netip.Addr
-	// ServiceCIDRs are made local with one route each, so ClusterIPs need no per-Service kernel
-	// state; Service IPs outside them (external and LoadBalancer IPs) get a route each.
+	// ServiceCIDRs, all of Family, are made local with one route each, so ClusterIPs need no
+	// per-Service kernel state; Service IPs outside them (external and LoadBalancer IPs) get a
+	// route each.
 	ServiceCIDRs []netip.Prefix
 	// ManageLocalRoutes installs those local routes (in the network namespace the proxy runs
 	// in). Off, the caller guarantees the Service IPs are local, as tests on 127.0.0.1 do.
@@ -47,6 +53,18 @@ type Options struct {
 }
 
 func (o *Options) complete() error {
+	switch o.Family {
+	case "":
+		o.Family = corev1.IPv4Protocol
+	case corev1.IPv4Protocol, corev1.IPv6Protocol:
+	default:
+		return fmt.Errorf("IP family %q: use %s or %s", o.Family, corev1.IPv4Protocol, corev1.IPv6Protocol)
+	}
+	for _, c := range o.ServiceCIDRs {
+		if !isFamily(c.Addr(), o.Family) {
+			return fmt.Errorf("service CIDR %s is not %s", c, o.Family)
+		}
+	}
 	if o.Scheduler == "" {
 		o.Scheduler = schedule.DefaultName
 	}
@@ -69,7 +87,7 @@ func (o *Options) complete() error {
 		o.UDPIdleTimeout = 30 * time.Second
 	}
 	if len(o.NodeIPs) == 0 {
-		ips, err := nodeAddresses()
+		ips, err := nodeAddresses(o.Family)
 		if err != nil {
 			return fmt.Errorf("listing the node's addresses for NodePorts: %w", err)
 		}
@@ -78,7 +96,7 @@ func (o *Options) complete() error {
 	return nil
 }
 
-func nodeAddresses() ([]netip.Addr, error) {
+func nodeAddresses(family corev1.IPFamily) ([]netip.Addr, error) {
 	addrs, err := net.InterfaceAddrs()
 	if err != nil {
 		return nil, err
@@ -87,12 +105,21 @@ func nodeAddresses() ([]netip.Addr, error) {
 	for _, a := range addrs {
 		if n, ok := a.(*net.IPNet); ok {
 			ip, ok := netip.AddrFromSlice(n.IP)
-			if ok && ip.IsGlobalUnicast() {
-				ips = append(ips, ip.Unmap())
+			if ip = ip.Unmap(); ok && ip.IsGlobalUnicast() && isFamily(ip, family) {
+				ips = append(ips, ip)
 			}
 		}
 	}
 	return ips, nil
+}
+
+// isFamily says whether ip is of family; an IPv4-mapped IPv6 address is neither (the tracker
+// drops them too).
+func isFamily(ip netip.Addr, family corev1.IPFamily) bool {
+	if family == corev1.IPv6Protocol {
+		return ip.Is6() && !ip.Is4In6()
+	}
+	return ip.Is4()
 }
 
 // Proxier is the userspace backend: it listens on every Service address and port and relays
@@ -168,7 +195,7 @@ func New(opts Options) (*Proxier, error) {
 		stopped:     make(chan struct{}),
 	}
 	if opts.ManageLocalRoutes {
-		r, err := newLocalRoutes(opts.ServiceCIDRs)
+		r, err := newLocalRoutes(opts.Family, opts.ServiceCIDRs)
 		if err != nil {
 			return nil, err
 		}
@@ -299,7 +326,7 @@ func targets(eps []*proxy.Endpoint) []schedule.Target {
 func (p *Proxier) wantedListeners(sp *proxy.ServicePort) map[listenKey]listener {
 	want := map[listenKey]listener{}
 	add := func(ip netip.Addr, port int32, external bool, ranges []netip.Prefix) {
-		if !ip.IsValid() || port == 0 {
+		if !isFamily(ip, p.opts.Family) || port == 0 {
 			return
 		}
 		k := listenKey{protocol: sp.Protocol, addr: netip.AddrPortFrom(ip, uint16(port))}
@@ -314,9 +341,7 @@ func (p *Proxier) wantedListeners(sp *proxy.ServicePort) map[listenKey]listener 
 		add(ip, sp.Port, true, lbRanges)
 	}
 	for _, ip := range p.opts.NodeIPs {
-		if ip.Is4() == (sp.ClusterIP.Is4() || !sp.ClusterIP.IsValid()) {
-			add(ip, sp.NodePort, true, nil)
-		}
+		add(ip, sp.NodePort, true, nil)
 	}
 	return want
 }

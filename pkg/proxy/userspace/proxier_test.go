@@ -16,6 +16,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -556,12 +557,20 @@ func parseProxyHeader(r *bufio.Reader) (src, dst netip.AddrPort, err error) {
 		return src, dst, err
 	}
 	f := strings.Fields(line)
-	if len(f) != 6 || f[0] != "PROXY" || f[1] != "TCP4" {
+	if len(f) != 6 || f[0] != "PROXY" || (f[1] != "TCP4" && f[1] != "TCP6") {
 		return src, dst, fmt.Errorf("bad v1 header %q", line)
 	}
-	src, err = netip.ParseAddrPort(f[2] + ":" + f[4])
+	addrPort := func(ip, port string) (netip.AddrPort, error) {
+		a, err := netip.ParseAddr(ip)
+		if err != nil || a.Is4() != (f[1] == "TCP4") {
+			return netip.AddrPort{}, fmt.Errorf("bad %s address %q in %q", f[1], ip, line)
+		}
+		p, err := strconv.ParseUint(port, 10, 16)
+		return netip.AddrPortFrom(a, uint16(p)), err
+	}
+	src, err = addrPort(f[2], f[4])
 	if err == nil {
-		dst, err = netip.ParseAddrPort(f[3] + ":" + f[5])
+		dst, err = addrPort(f[3], f[5])
 	}
 	return src, dst, err
 }

@@ -16,7 +16,9 @@ import (
 // separate kernel options from SCTP sockets.
 var errSCTPKernel = errors.New("SCTP not supported by this kernel (no SCTP sockets); the nftables proxy mode can still forward it")
 
-// sctpSockets reports whether the kernel lets this process open SCTP sockets.
+// sctpSockets reports whether the kernel lets this process open SCTP sockets. One probe
+// answers for both families' Proxiers: the sctp module registers its IPv4 and IPv6 sockets
+// together, and an IPv6 Proxier only runs where the namespace has IPv6.
 var sctpSockets = sync.OnceValue(func() bool {
 	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, unix.IPPROTO_SCTP)
 	if err != nil {
