@@ -41,6 +41,10 @@ type Config struct {
 	// once refuses (or black-holes) the new connections proxies still send it. agnhost
 	// netexec's --delay-shutdown.
 	ShutdownDelay time.Duration
+	// Log, when set, gets a line when the server starts and stops and one per HTTP request
+	// (probes of /healthz excepted, which would drown the rest), as agnhost netexec logs:
+	// it is what `svcplane logs` shows of a test Pod.
+	Log io.Writer
 }
 
 // Server serves Config until its context ends.
@@ -51,6 +55,7 @@ type Server struct {
 	stopping atomic.Bool
 	tcp      []net.Listener
 	udp      []net.PacketConn
+	logMu    sync.Mutex
 }
 
 // Listen opens every port, so that a caller knows the server is reachable once it returns.
@@ -140,7 +145,9 @@ func (s *Server) Serve(ctx context.Context) error {
 		wg.Add(1)
 		go func() { defer wg.Done(); s.serveUDP(pc) }()
 	}
+	s.logf("Serving HTTP and TCP echo on %v, UDP echo on %v", s.Addrs(), s.UDPAddrs())
 	<-ctx.Done()
+	s.logf("Stopping (serving %v more)", s.cfg.ShutdownDelay)
 	if s.cfg.ShutdownDelay > 0 {
 		s.stopping.Store(true)
 		// Without keep-alive each client opens a new connection for its next request, which
@@ -258,7 +265,25 @@ func (s *Server) handler() http.Handler {
 		}
 		text(w, "NOW: "+time.Now().UTC().Format(time.RFC3339Nano))
 	})
-	return mux
+	if s.cfg.Log == nil {
+		return mux
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/healthz" {
+			s.logf("%s %s from %s", r.Method, r.URL.RequestURI(), r.RemoteAddr)
+		}
+		mux.ServeHTTP(w, r)
+	})
+}
+
+func (s *Server) logf(format string, args ...any) {
+	if s.cfg.Log == nil {
+		return
+	}
+	line := time.Now().UTC().Format(time.RFC3339) + " " + fmt.Sprintf(format, args...) + "\n"
+	s.logMu.Lock()
+	defer s.logMu.Unlock()
+	io.WriteString(s.cfg.Log, line)
 }
 
 // peekedConn replays the sniffed bytes before the rest of the connection.

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"reflect"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -170,5 +171,51 @@ func TestShutdownDelayKeepsServingWhileFailingReadiness(t *testing.T) {
 	}
 	if _, err := net.DialTimeout("tcp", s.Addrs()[0].String(), time.Second); err == nil {
 		t.Error("still accepting connections after the delay")
+	}
+}
+
+// lockedBuffer is an io.Writer the test can read while the server writes.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf strings.Builder
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// The log is what `svcplane logs` shows of a test Pod: start, requests (not probes), stop.
+func TestLogShowsStartRequestsAndStop(t *testing.T) {
+	var log lockedBuffer
+	s, err := Listen(Config{Address: "127.0.0.1", Ports: []int{0}, Log: &log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { s.Serve(ctx); close(done) }()
+	base := "http://" + s.Addrs()[0].String()
+	get(t, "GET", base+"/hostname")
+	get(t, "GET", base+"/healthz")
+	cancel()
+	<-done
+
+	lines := strings.Split(strings.TrimSpace(log.String()), "\n")
+	want := []string{"Serving HTTP and TCP echo on [" + s.Addrs()[0].String() + "]", "GET /hostname from 127.0.0.1:", "Stopping"}
+	if len(lines) != len(want) {
+		t.Fatalf("log has %d lines, want %d:\n%s", len(lines), len(want), log.String())
+	}
+	for i, w := range want {
+		if !strings.Contains(lines[i], w) {
+			t.Errorf("line %d = %q, want it to contain %q", i+1, lines[i], w)
+		}
 	}
 }

@@ -21,6 +21,7 @@ func NewCommand() *cobra.Command {
 		Args:   cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg.ShutdownDelay = time.Duration(delaySeconds) * time.Second
+			cfg.Log = cmd.OutOrStdout()
 			s, err := netexec.Listen(cfg)
 			if err != nil {
 				return err
