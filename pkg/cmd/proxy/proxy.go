@@ -68,7 +68,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.NodeName, "node-name", o.NodeName, "Name of this Node (decides which endpoints are local); default the host name.")
 	fs.StringVar(&o.Mode, "proxy-mode", o.Mode, "nftables or userspace.")
 	fs.StringVar(&o.ClusterCIDR, "cluster-cidr", o.ClusterCIDR, "Pod address ranges, one or one per IP family (10.244.0.0/16,fd00:244::/56): ClusterIP traffic from outside its family's range is masqueraded; a family without one masquerades all. An IPv6 range makes IPv6 Services required: the proxy fails if the ip6 table cannot be programmed.")
-	fs.StringSliceVar(&o.ServiceCIDRs, "service-cidr", o.ServiceCIDRs, "ClusterIP ranges (the userspace mode routes the IPv4 one locally); an IPv6 range makes IPv6 Services required, as an IPv6 --cluster-cidr does.")
+	fs.StringSliceVar(&o.ServiceCIDRs, "service-cidr", o.ServiceCIDRs, "ClusterIP ranges, one per IP family (the userspace mode routes each locally); an IPv6 range makes IPv6 Services required, as an IPv6 --cluster-cidr does.")
 	fs.StringSliceVar(&o.NodePortAddresses, "nodeport-addresses", o.NodePortAddresses, "CIDRs of the node addresses NodePorts answer on, per IP family; a family without one answers on every non-loopback, non-link-local address of that family.")
 	fs.StringVar(&o.HealthzAddress, "healthz-bind-address", o.HealthzAddress, "Address serving /healthz and /metrics; empty disables.")
 	fs.DurationVar(&o.MinSyncPeriod, "min-sync-period", o.MinSyncPeriod, "Shortest time between syncs: changes arriving meanwhile are merged.")
