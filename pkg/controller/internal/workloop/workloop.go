@@ -15,6 +15,7 @@ import (
 	"k8s.io/component-base/metrics"
 	"k8s.io/component-base/metrics/legacyregistry"
 	"k8s.io/klog/v2"
+	"k8s.io/utils/clock"
 )
 
 var (
@@ -111,6 +112,8 @@ type Debouncer struct {
 	BusyRate  float64
 	MaxDelay  time.Duration
 	Queue     workqueue.TypedInterface[string]
+	// Clock is the real clock when nil; tests give a fake one to step.
+	Clock clock.WithDelayedExecution
 
 	mu        sync.Mutex
 	pending   map[string]*burst
@@ -131,7 +134,7 @@ func (d *Debouncer) Add(key string) {
 		d.Queue.Add(key)
 		return
 	}
-	now := time.Now()
+	now := d.clock().Now()
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.recent = d.recent*math.Exp(-now.Sub(d.lastEvent).Seconds()/rateWindow.Seconds()) + 1
@@ -150,7 +153,14 @@ func (d *Debouncer) Add(key string) {
 		return
 	}
 	d.pending[key] = &burst{first: now, quietAt: now.Add(quiet)}
-	time.AfterFunc(quiet, func() { d.fire(key) })
+	d.clock().AfterFunc(quiet, func() { d.fire(key) })
+}
+
+func (d *Debouncer) clock() clock.WithDelayedExecution {
+	if d.Clock == nil {
+		return clock.RealClock{}
+	}
+	return d.Clock
 }
 
 func (d *Debouncer) fire(key string) {
@@ -160,14 +170,14 @@ func (d *Debouncer) fire(key string) {
 		d.mu.Unlock()
 		return
 	}
-	now := time.Now()
+	now := d.clock().Now()
 	wake := b.quietAt
 	if deadline := b.first.Add(d.MaxDelay); deadline.Before(wake) {
 		wake = deadline
 	}
 	if now.Before(wake) {
 		d.mu.Unlock()
-		time.AfterFunc(wake.Sub(now), func() { d.fire(key) })
+		d.clock().AfterFunc(wake.Sub(now), func() { d.fire(key) })
 		return
 	}
 	delete(d.pending, key)

@@ -1,21 +1,40 @@
 package workloop
 
 import (
+	"slices"
 	"testing"
 	"time"
 
 	"k8s.io/client-go/util/workqueue"
+	"k8s.io/utils/clock"
+	clocktesting "k8s.io/utils/clock/testing"
 )
 
-// drain returns the keys queued within d, in order.
-func drain(q workqueue.TypedInterface[string], d time.Duration) []string {
+// The debouncer's timers run on a fake clock that the tests step, so what is queued depends
+// only on the events' spacing, never on how busy the machine is. A timer's callback still runs
+// in its own goroutine, so a key that is due is awaited (queued) in real time.
+
+// fakeClock runs AfterFunc callbacks in their own goroutine, as time.AfterFunc does; the fake
+// clock calls them inside Step with its lock held, where the debouncer's use of the clock
+// would deadlock.
+type fakeClock struct{ *clocktesting.FakeClock }
+
+func (c fakeClock) AfterFunc(d time.Duration, f func()) clock.Timer {
+	return c.FakeClock.AfterFunc(d, func() { go f() })
+}
+
+// newDebouncer fills in d's clock and queue.
+func newDebouncer(d *Debouncer) (*Debouncer, *clocktesting.FakeClock, workqueue.TypedInterface[string]) {
+	c := clocktesting.NewFakeClock(time.Unix(1000, 0))
+	q := workqueue.NewTyped[string]()
+	d.Clock, d.Queue = fakeClock{c}, q
+	return d, c, q
+}
+
+// queued returns what the queue holds now, without waiting.
+func queued(q workqueue.TypedInterface[string]) []string {
 	var out []string
-	deadline := time.Now().Add(d)
-	for time.Now().Before(deadline) {
-		if q.Len() == 0 {
-			time.Sleep(time.Millisecond)
-			continue
-		}
+	for q.Len() > 0 {
 		key, _ := q.Get()
 		out = append(out, key)
 		q.Done(key)
@@ -23,70 +42,89 @@ func drain(q workqueue.TypedInterface[string], d time.Duration) []string {
 	return out
 }
 
+// awaitQueued waits until key is queued and returns everything queued with it.
+func awaitQueued(t *testing.T, q workqueue.TypedInterface[string], key string) []string {
+	t.Helper()
+	var got []string
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		if got = append(got, queued(q)...); slices.Contains(got, key) {
+			return got
+		}
+	}
+	t.Fatalf("%s never queued (queued: %v)", key, got)
+	return nil
+}
+
+// settle lets timer callbacks that a step started run to their end: each one either queues
+// its key or sets a new timer, so the clock has a waiter again.
+func settle(c *clocktesting.FakeClock) {
+	for deadline := time.Now().Add(time.Second); !c.HasWaiters() && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
+	}
+}
+
 func TestDebouncerFoldsABurstIntoOneSync(t *testing.T) {
-	q := workqueue.NewTyped[string]()
+	d, c, q := newDebouncer(&Debouncer{Quiet: 30 * time.Millisecond, MaxDelay: time.Second})
 	defer q.ShutDown()
-	d := &Debouncer{Quiet: 30 * time.Millisecond, MaxDelay: time.Second, Queue: q}
-	start := time.Now()
 	for range 10 {
 		d.Add("ns/web")
-		time.Sleep(10 * time.Millisecond)
+		c.Step(10 * time.Millisecond)
 	}
-	got := drain(q, 200*time.Millisecond)
-	if len(got) != 1 {
-		t.Fatalf("a burst of 10 events queued %v, want the key once", got)
+	settle(c)
+	if got := queued(q); len(got) != 0 {
+		t.Fatalf("queued %v 10ms after the last event of a burst, want nothing before 30ms of quiet", got)
 	}
-	if elapsed := time.Since(start); elapsed < 100*time.Millisecond {
-		t.Errorf("queued after %v, before the burst was over", elapsed)
+	c.Step(20 * time.Millisecond)
+	got := awaitQueued(t, q, "ns/web")
+	c.Step(time.Second)
+	time.Sleep(20 * time.Millisecond)
+	if got = append(got, queued(q)...); len(got) != 1 {
+		t.Errorf("a burst of 10 events queued %v, want the key once", got)
 	}
 }
 
 func TestDebouncerQueuesALoneChangeAfterQuiet(t *testing.T) {
-	q := workqueue.NewTyped[string]()
+	d, c, q := newDebouncer(&Debouncer{Quiet: 20 * time.Millisecond, BusyQuiet: time.Second, BusyRate: 100, MaxDelay: 2 * time.Second})
 	defer q.ShutDown()
-	d := &Debouncer{Quiet: 20 * time.Millisecond, BusyQuiet: time.Second, BusyRate: 100, MaxDelay: 2 * time.Second, Queue: q}
-	start := time.Now()
 	d.Add("ns/web")
-	for q.Len() == 0 {
-		time.Sleep(time.Millisecond)
+	c.Step(19 * time.Millisecond)
+	if got := queued(q); len(got) != 0 {
+		t.Fatalf("queued %v after 19ms, want the 20ms quiet period first", got)
 	}
-	if elapsed := time.Since(start); elapsed < 20*time.Millisecond || elapsed > 200*time.Millisecond {
-		t.Errorf("a lone change was queued after %v, want about the 20ms quiet period", elapsed)
-	}
+	c.Step(time.Millisecond)
+	awaitQueued(t, q, "ns/web")
 }
 
 func TestDebouncerWaitsLongerWhileBusy(t *testing.T) {
-	q := workqueue.NewTyped[string]()
+	d, c, q := newDebouncer(&Debouncer{Quiet: 10 * time.Millisecond, BusyQuiet: 150 * time.Millisecond, BusyRate: 50, MaxDelay: 2 * time.Second})
 	defer q.ShutDown()
-	d := &Debouncer{Quiet: 10 * time.Millisecond, BusyQuiet: 150 * time.Millisecond, BusyRate: 50, MaxDelay: 2 * time.Second, Queue: q}
 	for i := range 100 { // a storm across many keys makes the controller busy
 		d.Add(string(rune('a' + i%26)))
 	}
-	drain(q, 300*time.Millisecond)
-	start := time.Now()
 	d.Add("ns/web")
-	for q.Len() == 0 {
-		time.Sleep(time.Millisecond)
+	c.Step(149 * time.Millisecond)
+	settle(c)
+	if got := queued(q); slices.Contains(got, "ns/web") {
+		t.Fatalf("queued ns/web after 149ms while busy, want the 150ms quiet period")
 	}
-	if elapsed := time.Since(start); elapsed < 100*time.Millisecond {
-		t.Errorf("queued after %v while busy, want the longer quiet period", elapsed)
-	}
+	c.Step(time.Millisecond)
+	awaitQueued(t, q, "ns/web")
 }
 
 func TestDebouncerNeverWaitsPastMaxDelay(t *testing.T) {
-	q := workqueue.NewTyped[string]()
+	d, c, q := newDebouncer(&Debouncer{Quiet: 50 * time.Millisecond, MaxDelay: 120 * time.Millisecond})
 	defer q.ShutDown()
-	d := &Debouncer{Quiet: 50 * time.Millisecond, MaxDelay: 120 * time.Millisecond, Queue: q}
-	start := time.Now()
-	var firstQueued time.Duration
-	for time.Since(start) < 400*time.Millisecond {
+	// An event every 10ms never leaves 50ms of quiet; MaxDelay after the first one, the key
+	// goes anyway.
+	for range 11 {
 		d.Add("ns/web")
-		if firstQueued == 0 && q.Len() > 0 {
-			firstQueued = time.Since(start)
+		c.Step(10 * time.Millisecond)
+		settle(c)
+		if got := queued(q); len(got) != 0 {
+			t.Fatalf("queued %v before MaxDelay (120ms)", got)
 		}
-		time.Sleep(10 * time.Millisecond)
 	}
-	if firstQueued == 0 || firstQueued > 250*time.Millisecond {
-		t.Errorf("steady events first queued the key after %v, want about MaxDelay (120ms)", firstQueued)
-	}
+	d.Add("ns/web")
+	c.Step(10 * time.Millisecond)
+	awaitQueued(t, q, "ns/web")
 }
