@@ -501,8 +501,11 @@ func TestEndpointControllers(t *testing.T) {
 				sizes = append(sizes, len(sl.Endpoints))
 			}
 			sort.Ints(sizes)
-			if fmt.Sprint(sizes) != "[50 100 100]" {
-				return fmt.Sprintf("slice sizes %v, want [50 100 100]", sizes)
+			// How the 250 are split depends on how the creations were batched into syncs
+			// ([50 100 100] when one sync sees them all, [75 75 100] after 75 then 175, as
+			// upstream's reconciler fills): three slices of at most 100 each is the rule.
+			if len(sizes) != 3 || sizes[2] > 100 {
+				return fmt.Sprintf("slice sizes %v, want three of at most 100", sizes)
 			}
 			if n := len(epViews(got)); n != 250 {
 				return fmt.Sprintf("%d distinct endpoints, want 250", n)
