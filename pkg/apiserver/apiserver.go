@@ -25,6 +25,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/metadata/metadatainformer"
+	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
 
 	"github.com/svcplane/svcplane/pkg/admission/namespacelifecycle"
@@ -80,8 +81,26 @@ func (c *Config) Complete() CompletedConfig {
 	}}
 }
 
+// Server is the assembled API server, and the way for components run in its process to read its
+// storage without a round trip through HTTP.
+type Server struct {
+	*genericapiserver.GenericAPIServer
+	stores map[schema.GroupVersionResource]rest.Storage
+}
+
+// ListerWatcher returns a client-go ListerWatcher that lists and watches resource in this
+// process, straight from its registry store's watch cache. Its objects are the cache's own (see
+// sharedinformers.go): whoever takes one must never change it in place.
+func (s *Server) ListerWatcher(resource schema.GroupVersionResource) (cache.ListerWatcher, error) {
+	store, ok := s.stores[resource].(readableStore)
+	if !ok {
+		return nil, fmt.Errorf("the server stores no %s", resource)
+	}
+	return &storageListerWatcher{store: store}, nil
+}
+
 // New returns the server with every resource installed; the caller runs it.
-func (c CompletedConfig) New() (*genericapiserver.GenericAPIServer, error) {
+func (c CompletedConfig) New() (*Server, error) {
 	s, err := c.generic.New("svcplane-apiserver", genericapiserver.NewEmptyDelegate())
 	if err != nil {
 		return nil, err
@@ -134,7 +153,7 @@ func (c CompletedConfig) New() (*genericapiserver.GenericAPIServer, error) {
 			return nil
 		})
 	}
-	return s, nil
+	return &Server{GenericAPIServer: s, stores: stores}, nil
 }
 
 // installAPIs installs the core group at /api and the named groups (apps, discovery.k8s.io,

@@ -1,6 +1,6 @@
 // Package dns is the `svcplane dns` command: the cluster DNS server as its own process, reading
 // the API through a kubeconfig. `svcplane server` runs the same component in-process through
-// Options.Start.
+// Options.StartWithSource, reading its own storage.
 package dns
 
 import (
@@ -151,13 +151,34 @@ func (o *Options) Validate() error {
 type Component struct {
 	opts   *Options
 	client kubernetes.Interface
+	source cache.Source
 	index  *cache.Index
 	server *server.Server
 }
 
-// Start binds the sockets and returns the component ready to Run. A bind error (port taken, or
-// port 53 without the privilege) is returned here, before anything else starts.
+// Start binds the sockets and returns the component ready to Run, reading the cluster through
+// config. A bind error (port taken, or port 53 without the privilege) is returned here, before
+// anything else starts.
 func (o *Options) Start(config *rest.Config) (*Component, error) {
+	client, err := newClient(config)
+	if err != nil {
+		return nil, err
+	}
+	return o.start(cache.ClientSource(client), client)
+}
+
+// StartWithSource is Start for a caller that hands the component its own way of listing and
+// watching the cluster: `svcplane server` passes its storage, read in-process. config is still
+// the client the component publishes the kube-dns Service with.
+func (o *Options) StartWithSource(source cache.Source, config *rest.Config) (*Component, error) {
+	client, err := newClient(config)
+	if err != nil {
+		return nil, err
+	}
+	return o.start(source, client)
+}
+
+func newClient(config *rest.Config) (kubernetes.Interface, error) {
 	config = rest.CopyConfig(config)
 	config.UserAgent = "svcplane-dns"
 	// Defaults of 5 QPS would stretch the initial lists of a large cluster over seconds.
@@ -166,6 +187,10 @@ func (o *Options) Start(config *rest.Config) (*Component, error) {
 	if err != nil {
 		return nil, fmt.Errorf("creating the DNS server's API client: %w", err)
 	}
+	return client, nil
+}
+
+func (o *Options) start(source cache.Source, client kubernetes.Interface) (*Component, error) {
 	index := cache.New(o.podMode == resolver.PodsVerified)
 	res := resolver.New(index, resolver.Config{
 		Zone:                o.ClusterDomain,
@@ -178,7 +203,7 @@ func (o *Options) Start(config *rest.Config) (*Component, error) {
 	if err := srv.Listen(); err != nil {
 		return nil, err
 	}
-	return &Component{opts: o, client: client, index: index, server: srv}, nil
+	return &Component{opts: o, client: client, source: source, index: index, server: srv}, nil
 }
 
 // Addrs returns the bound DNS addresses.
@@ -186,7 +211,9 @@ func (c *Component) Addrs() []net.Addr { return c.server.Addrs() }
 
 // Run watches the API and answers queries until ctx ends.
 func (c *Component) Run(ctx context.Context) error {
-	c.index.Run(ctx, c.client)
+	if err := c.index.Run(ctx, c.source); err != nil {
+		return err
+	}
 	if c.opts.PublishService {
 		go c.publish(ctx)
 	}
@@ -195,8 +222,9 @@ func (c *Component) Run(ctx context.Context) error {
 		if err := wait.PollUntilContextCancel(ctx, 20*time.Millisecond, true, func(context.Context) (bool, error) {
 			return c.index.Synced(), nil
 		}); err == nil {
-			// The first lists decoded every object in full before slimming; hand that memory
-			// back now rather than whenever the scavenger gets to it, so RSS reflects the index.
+			// Over HTTP the first lists decoded every object in full before slimming; hand that
+			// memory back now rather than whenever the scavenger gets to it, so RSS reflects
+			// the index.
 			debug.FreeOSMemory()
 			services, endpoints := c.index.Counts()
 			klog.InfoS("DNS index synced", "services", services, "endpoints", endpoints, "after", time.Since(start).Round(time.Millisecond))

@@ -10,8 +10,13 @@ import (
 	genericapiserver "k8s.io/apiserver/pkg/server"
 	"k8s.io/klog/v2"
 
+	"github.com/svcplane/svcplane/pkg/apiserver"
 	dnscmd "github.com/svcplane/svcplane/pkg/cmd/dns"
+	dnscache "github.com/svcplane/svcplane/pkg/dns/cache"
 )
+
+// The embedded DNS server lists and watches the API server's storage in-process.
+var _ dnscache.Source = (*apiserver.Server)(nil)
 
 // dnsServiceIPOffset puts the kube-dns Service at the 10th address of the service range, where
 // kubeadm puts CoreDNS's (10.96.0.10 for the default range), so Pods' resolv.conf is the familiar one.
@@ -59,15 +64,18 @@ func (d *embeddedDNS) completeAndValidate(serviceCIDRs []netip.Prefix, advertise
 	return d.opts.Validate()
 }
 
-// addHook starts the DNS server once the API serves, through the loopback client. If it cannot
-// bind the default :53 (not root, or another resolver holds it) the API server keeps running
-// without DNS; addresses given with --dns-listen are a request, so failing them stops the server.
-func (d *embeddedDNS) addHook(s *genericapiserver.GenericAPIServer, fail context.CancelCauseFunc) {
+// addHook starts the DNS server once the API serves. It reads Services, EndpointSlices,
+// Namespaces and Pods from the server's watch caches in-process, sharing their objects instead of
+// decoding a copy of each from the loopback connection; only publishing the kube-dns Service goes
+// through the loopback client. If it cannot bind the default :53 (not root, or another resolver
+// holds it) the API server keeps running without DNS; addresses given with --dns-listen are a
+// request, so failing them stops the server.
+func (d *embeddedDNS) addHook(s *apiserver.Server, fail context.CancelCauseFunc) {
 	if !d.enabled {
 		return
 	}
 	s.AddPostStartHookOrDie("svcplane-dns", func(hook genericapiserver.PostStartHookContext) error {
-		c, err := d.opts.Start(hook.LoopbackClientConfig)
+		c, err := d.opts.StartWithSource(s, hook.LoopbackClientConfig)
 		if err != nil {
 			if slices.Equal(d.opts.Listen, dnscmd.NewOptions().Listen) {
 				klog.Warningf("The cluster DNS server is not running (%v); the API server goes on without it. "+

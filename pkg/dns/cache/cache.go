@@ -5,10 +5,15 @@
 //
 // There is no second copy of the objects: the reflectors write straight into the Index (it is
 // their store), so the informer cache and the DNS index are one and the same.
+//
+// Where the reflectors list and watch is the caller's choice, through a Source: ClientSource reads
+// an API server over HTTP (`svcplane dns`); `svcplane server` passes one that reads its own
+// storage in-process, so its objects are the watch cache's and must never be changed here.
 package cache
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"slices"
 	"sync"
@@ -18,7 +23,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	toolscache "k8s.io/client-go/tools/cache"
 
 	"github.com/svcplane/svcplane/pkg/dns/object"
@@ -81,21 +88,81 @@ func New(watchPods bool) *Index {
 // ServiceKey is the index key of a Service: "<name>.<namespace>".
 func ServiceKey(namespace, name string) string { return name + "." + namespace }
 
-// Run watches the API until ctx is done. The index reports Synced once every watched kind has
-// been listed.
-func (ix *Index) Run(ctx context.Context, client kubernetes.Interface) {
-	core := client.CoreV1().RESTClient()
-	ix.reflect(ctx, "services", toolscache.NewListWatchFromClient(core, "services", corev1.NamespaceAll, fields.Everything()), &corev1.Service{}, serviceStore{ix})
-	ix.reflect(ctx, "endpointslices", toolscache.NewListWatchFromClient(client.DiscoveryV1().RESTClient(), "endpointslices", corev1.NamespaceAll, fields.Everything()),
-		&discoveryv1.EndpointSlice{}, sliceStore{ix})
-	ix.reflect(ctx, "namespaces", toolscache.NewListWatchFromClient(core, "namespaces", corev1.NamespaceAll, fields.Everything()), &corev1.Namespace{}, namespaceStore{ix})
-	if ix.watchPods {
-		ix.reflect(ctx, "pods", toolscache.NewListWatchFromClient(core, "pods", corev1.NamespaceAll, fields.Everything()), &corev1.Pod{}, podStore{ix})
+// Source hands out the ListerWatcher the Index reads one resource through.
+//
+// The objects a ListerWatcher yields may be shared with others (an API server's watch cache):
+// the Index only reads them, slimming each into a copy of its own, and keeps nothing that could
+// be changed later.
+type Source interface {
+	ListerWatcher(resource schema.GroupVersionResource) (toolscache.ListerWatcher, error)
+}
+
+// The resources the Index reads.
+var (
+	servicesResource       = corev1.SchemeGroupVersion.WithResource("services")
+	endpointSlicesResource = discoveryv1.SchemeGroupVersion.WithResource("endpointslices")
+	namespacesResource     = corev1.SchemeGroupVersion.WithResource("namespaces")
+	podsResource           = corev1.SchemeGroupVersion.WithResource("pods")
+)
+
+// ClientSource reads through an API client: one list and one watch per resource over HTTP.
+func ClientSource(client kubernetes.Interface) Source { return clientSource{client} }
+
+type clientSource struct{ client kubernetes.Interface }
+
+func (c clientSource) ListerWatcher(resource schema.GroupVersionResource) (toolscache.ListerWatcher, error) {
+	var rc rest.Interface
+	switch resource.GroupVersion() {
+	case corev1.SchemeGroupVersion:
+		rc = c.client.CoreV1().RESTClient()
+	case discoveryv1.SchemeGroupVersion:
+		rc = c.client.DiscoveryV1().RESTClient()
+	default:
+		return nil, fmt.Errorf("no client for %s", resource)
 	}
+	return toolscache.NewListWatchFromClient(rc, resource.Resource, corev1.NamespaceAll, fields.Everything()), nil
+}
+
+// Run lists and watches every kind through source until ctx is done. The index reports Synced
+// once every watched kind has been listed. An error (source has no ListerWatcher for a kind) is
+// returned before anything starts.
+func (ix *Index) Run(ctx context.Context, source Source) error {
+	kinds := []watchedKind{
+		{servicesResource, &corev1.Service{}, serviceStore{ix}},
+		{endpointSlicesResource, &discoveryv1.EndpointSlice{}, sliceStore{ix}},
+		{namespacesResource, &corev1.Namespace{}, namespaceStore{ix}},
+	}
+	if ix.watchPods {
+		kinds = append(kinds, watchedKind{podsResource, &corev1.Pod{}, podStore{ix}})
+	}
+	lws := make([]toolscache.ListerWatcher, len(kinds))
+	for i, k := range kinds {
+		lw, err := source.ListerWatcher(k.resource)
+		if err != nil {
+			return fmt.Errorf("reading %s: %w", k.resource.Resource, err)
+		}
+		lws[i] = lw
+	}
+	for i, k := range kinds {
+		ix.reflect(ctx, k.resource.Resource, lws[i], k.example, k.store)
+	}
+	return nil
+}
+
+// watchedKind is one kind the Index reads: the resource, an example of its objects for the
+// reflector, and the store that slims them into the Index.
+type watchedKind struct {
+	resource schema.GroupVersionResource
+	example  any
+	store    toolscache.ReflectorStore
 }
 
 func (ix *Index) reflect(ctx context.Context, kind string, lw toolscache.ListerWatcher, example any, store toolscache.ReflectorStore) {
-	r := toolscache.NewReflectorWithOptions(lw, example, store, toolscache.ReflectorOptions{Name: "dns-" + kind})
+	// With KUBE_CACHE_MUTATION_DETECTOR=true client-go checks that nothing changes the objects
+	// the reflector delivered (they may be the API server's own); otherwise this costs nothing.
+	detector := toolscache.NewCacheMutationDetector("dns-" + kind)
+	go detector.Run(ctx.Done())
+	r := toolscache.NewReflectorWithOptions(lw, example, detectingStore{store, detector}, toolscache.ReflectorOptions{Name: "dns-" + kind})
 	go r.RunWithContext(ctx)
 }
 

@@ -14,13 +14,42 @@ import (
 // The stores below adapt the Index to client-go's ReflectorStore, one per kind. Replace (the list
 // at start, or a relist after a watch expired) swaps in the whole kind under one lock, so a query
 // never sees a half-replaced index.
+//
+// They only read the objects they are given (package object copies out what DNS needs, keeping
+// nothing but strings, which are immutable), because those objects may be an API server's watch
+// cache's, shared with every other reader in its process.
 
 var (
 	_ toolscache.ReflectorStore = serviceStore{}
 	_ toolscache.ReflectorStore = sliceStore{}
 	_ toolscache.ReflectorStore = namespaceStore{}
 	_ toolscache.ReflectorStore = podStore{}
+	_ toolscache.ReflectorStore = detectingStore{}
 )
+
+// detectingStore hands every object it stores to a client-go mutation detector first, which
+// (when KUBE_CACHE_MUTATION_DETECTOR=true) keeps a deep copy and panics if the object changes.
+type detectingStore struct {
+	toolscache.ReflectorStore
+	detector toolscache.MutationDetector
+}
+
+func (s detectingStore) Add(obj any) error {
+	s.detector.AddObject(obj)
+	return s.ReflectorStore.Add(obj)
+}
+
+func (s detectingStore) Update(obj any) error {
+	s.detector.AddObject(obj)
+	return s.ReflectorStore.Update(obj)
+}
+
+func (s detectingStore) Replace(list []any, resourceVersion string) error {
+	for _, obj := range list {
+		s.detector.AddObject(obj)
+	}
+	return s.ReflectorStore.Replace(list, resourceVersion)
+}
 
 func deleteByKey(obj any, del func(namespace, name string)) error {
 	if m, err := meta.Accessor(obj); err == nil {
