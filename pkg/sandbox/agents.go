@@ -22,8 +22,9 @@ import (
 // agentArgs are the flags of node n's `svcplane agent`: it talks to the server over the node
 // network, asks for the pod CIDR its pod bridge already carries, and keeps its state (Pod
 // records, logs, address allocations) in the state directory, where `down` removes it.
-// netnsName makes the agent refuse to run anywhere but in its node's namespace.
-func agentArgs(stateDir string, n int, token, netnsName, proxyMode string) []string {
+// netnsName makes the agent refuse to run anywhere but in its node's namespace. A dual-stack
+// agent asks for an IPv6 pod CIDR too, and its proxy gets the IPv6 ranges.
+func agentArgs(stateDir string, n int, token, netnsName, proxyMode string, dualStack bool) []string {
 	args := []string{"agent",
 		"--server", "https://" + topology.ControlPlaneAddr.String() + ":" + strconv.Itoa(topology.APIServerPort),
 		"--certificate-authority", filepath.Join(stateDir, "data", "pki", "ca.crt"),
@@ -31,7 +32,7 @@ func agentArgs(stateDir string, n int, token, netnsName, proxyMode string) []str
 		"--node-name", topology.NodeMember(n),
 		"--netns", netnsName,
 		"--node-ip", topology.NodeAddr(n).String(),
-		"--pod-cidr", topology.PodCIDR(n).String(),
+		"--pod-cidr", podCIDRs(n, dualStack),
 		"--pod-bridge", topology.PodBridgeName,
 		"--cluster-dns", topology.ClusterDNSAddr.String(),
 		"--data-dir", AgentDataDir(stateDir, n),
@@ -39,7 +40,30 @@ func agentArgs(stateDir string, n int, token, netnsName, proxyMode string) []str
 	if proxyMode != "" {
 		args = append(args, "--proxy-mode", proxyMode)
 	}
+	if dualStack {
+		args = append(args,
+			"--cluster-cidr", dualStackClusterCIDRs(),
+			"--service-cluster-ip-range", dualStackServiceCIDRs())
+	}
 	return args
+}
+
+// podCIDRs is node n's --pod-cidr: its IPv4 /24, and in a dual-stack sandbox its IPv6 /64.
+func podCIDRs(n int, dualStack bool) string {
+	if dualStack {
+		return topology.PodCIDR(n).String() + "," + topology.PodCIDRV6(n).String()
+	}
+	return topology.PodCIDR(n).String()
+}
+
+// dualStackClusterCIDRs and dualStackServiceCIDRs are the server's and agents' ranges in a
+// dual-stack sandbox, IPv4 first: IPv4 stays the primary family, as in an IPv4 sandbox.
+func dualStackClusterCIDRs() string {
+	return topology.ClusterCIDR.String() + "," + topology.ClusterCIDRV6.String()
+}
+
+func dualStackServiceCIDRs() string {
+	return topology.ServiceCIDR.String() + "," + topology.ServiceCIDRV6.String()
 }
 
 // AgentDataDir is node n's agent data directory inside a sandbox's state directory.

@@ -30,6 +30,10 @@ type UpOptions struct {
 	Agent bool
 	// ProxyMode is the agents' --proxy-mode; empty keeps the agent's default (nftables).
 	ProxyMode string
+	// DualStack builds the topology's IPv6 plan too and gives the server and agents IPv6
+	// ranges beside the IPv4 ones (IPv4 first, so IPv4 stays the primary family): Pods get an
+	// address of each family, Services may ask for both.
+	DualStack bool
 	// ReadyTimeout bounds the wait for the API server to answer /readyz.
 	ReadyTimeout time.Duration
 	// Executable is the svcplane binary started as server and forwarder; empty means this one.
@@ -115,7 +119,7 @@ func (u *upRun) run(ctx context.Context) (*State, error) {
 	}
 
 	start := time.Now()
-	u.topo, err = topology.Create(topology.Options{Name: u.opts.Name, Nodes: u.opts.Nodes})
+	u.topo, err = topology.Create(topology.Options{Name: u.opts.Name, Nodes: u.opts.Nodes, DualStack: u.opts.DualStack})
 	if err != nil {
 		return nil, err
 	}
@@ -123,8 +127,12 @@ func (u *upRun) run(ctx context.Context) (*State, error) {
 	if u.opts.Nodes > 1 {
 		nodes = fmt.Sprintf("node1..node%d", u.opts.Nodes)
 	}
-	u.step("namespaces %s{net,cp,ext,%s} built in %v",
-		topology.NamespaceName(u.opts.Name, ""), nodes, time.Since(start).Round(time.Millisecond))
+	family := ""
+	if u.opts.DualStack {
+		family = ", dual-stack (IPv6 " + topology.NodeNetworkV6.String() + ")"
+	}
+	u.step("namespaces %s{net,cp,ext,%s} built in %v%s",
+		topology.NamespaceName(u.opts.Name, ""), nodes, time.Since(start).Round(time.Millisecond), family)
 	after, err := hostguard.Take(ctx)
 	if err != nil {
 		return nil, err
@@ -145,6 +153,7 @@ func (u *upRun) run(ctx context.Context) (*State, error) {
 	u.state = &State{
 		Name:       u.opts.Name,
 		Nodes:      u.opts.Nodes,
+		DualStack:  u.opts.DualStack,
 		Created:    time.Now().UTC(),
 		HostBefore: before,
 	}
@@ -174,8 +183,7 @@ func (u *upRun) run(ctx context.Context) (*State, error) {
 			return nil, err
 		}
 	}
-	server := topology.Command(context.Background(), u.topo.Namespace(topology.MemberControlPlane), u.exe,
-		"server",
+	serverArgs := []string{"server",
 		"--data-dir", dataDir,
 		"--bind-address", topology.ControlPlaneAddr.String(),
 		"--secure-port", strconv.Itoa(topology.APIServerPort),
@@ -185,7 +193,13 @@ func (u *upRun) run(ctx context.Context) (*State, error) {
 		"--tls-san", "127.0.0.1",
 		// LoadBalancer Services get their addresses from the pool the topology routes to ext.
 		"--lb-pool", topology.LoadBalancerPool.String(),
-	)
+	}
+	if u.opts.DualStack {
+		serverArgs = append(serverArgs,
+			"--cluster-cidr", dualStackClusterCIDRs(),
+			"--service-cluster-ip-range", dualStackServiceCIDRs())
+	}
+	server := topology.Command(context.Background(), u.topo.Namespace(topology.MemberControlPlane), u.exe, serverArgs...)
 	p, err := u.start("server", topology.MemberControlPlane, server, u.topo.LockFile())
 	if err != nil {
 		return nil, err
@@ -244,12 +258,12 @@ func (u *upRun) startAgents() error {
 	}
 	for n := 1; n <= u.opts.Nodes; n++ {
 		member := topology.NodeMember(n)
-		cmd := topology.Command(context.Background(), u.topo.Namespace(member), u.exe, agentArgs(u.dir, n, u.agentTokens[n-1], u.topo.Namespace(member), u.opts.ProxyMode)...)
+		cmd := topology.Command(context.Background(), u.topo.Namespace(member), u.exe, agentArgs(u.dir, n, u.agentTokens[n-1], u.topo.Namespace(member), u.opts.ProxyMode, u.opts.DualStack)...)
 		p, err := u.start("agent", member, cmd, u.topo.LockFile())
 		if err != nil {
 			return err
 		}
-		u.step("agent: svcplane agent in %s at %s, pods %s (pid %d, log %s)", member, topology.NodeAddr(n), topology.PodCIDR(n), p.PID, p.Log)
+		u.step("agent: svcplane agent in %s at %s, pods %s (pid %d, log %s)", member, topology.NodeAddr(n), podCIDRs(n, u.opts.DualStack), p.PID, p.Log)
 	}
 	return nil
 }

@@ -1,9 +1,9 @@
 package e2e
 
-// Dual-stack Services through either proxy mode. Pods have IPv4 addresses only (the agent's
-// IPAM is IPv4), so the backends here are plain sockets in the ext namespace, named by hand-made
-// EndpointSlices of both address types; everything else is real: a dual-stack `svcplane server`
-// allocating the ClusterIPs, `svcplane proxy` in node1 (nftables mode: the ip and ip6 svcplane
+// Dual-stack Services through either proxy mode. No agent runs here (dual-stack Pods are
+// tested in pods_dualstack_test.go), so the backends are plain sockets in the ext namespace,
+// named by hand-made EndpointSlices of both address types; everything else is real: a
+// dual-stack `svcplane server` allocating the ClusterIPs, `svcplane proxy` in node1 (nftables mode: the ip and ip6 svcplane
 // tables; userspace mode: a Proxier per family, listening on the ClusterIPs of its family with
 // the family's service range routed locally), and TCP connections from node1 through it.
 

@@ -1,7 +1,8 @@
 // Package netns wires a Pod's network namespace to its node: a veth pair from the node's pod
-// bridge to eth0 in the Pod, an address from the node's pod CIDR, and a default route via the
-// bridge. Addresses are allocated from files under a state directory (one file per address,
-// holding its owner), so an agent restart never hands out an address a running Pod still uses.
+// bridge to eth0 in the Pod, an address from each of the node's pod CIDRs (one, or one per IP
+// family), and a default route of each family via the bridge. Addresses are allocated from
+// files under a state directory (one file per address, holding its owner), so an agent restart
+// never hands out an address a running Pod still uses.
 //
 // The Pod's namespace itself is held by a process (see package runtime); this package only
 // opens it by path. Every change happens in the node's namespace (the bridge and the host end
@@ -32,25 +33,36 @@ const PodInterface = "eth0"
 type Config struct {
 	// NodeNS is the node's network namespace (a path); empty means the agent's own.
 	NodeNS string
-	// Bridge is the pod bridge in the node namespace; its address in PodCIDR is the Pods'
-	// gateway.
-	Bridge  string
-	PodCIDR netip.Prefix
-	// StateDir keeps the address allocations.
+	// Bridge is the pod bridge in the node namespace; its address in each pod CIDR is the
+	// Pods' gateway of that family.
+	Bridge string
+	// PodCIDRs are the Node's spec.podCIDRs: at most one per IP family, the primary first.
+	// Every Pod gets an address from each, in this order.
+	PodCIDRs []netip.Prefix
+	// StateDir keeps the address allocations: IPv4 ones in it, IPv6 ones in its ipv6/.
 	StateDir string
+}
+
+// pool hands out one family's Pod addresses.
+type pool struct {
+	cidr    netip.Prefix
+	gateway netip.Addr
+	dir     string // one file per allocated address, and "last"
 }
 
 // Network attaches Pods to one node's bridge.
 type Network struct {
-	cfg     Config
-	gateway netip.Addr
-	mu      sync.Mutex // serialises allocation
+	cfg   Config
+	pools []*pool    // in PodCIDRs order
+	mu    sync.Mutex // serialises allocation
 }
 
-// New checks the node side: the bridge exists and has an address in the pod CIDR.
+// New checks the node side: the bridge exists and has an IPv4 address in the IPv4 pod CIDR.
+// For an IPv6 pod CIDR, which node IPAM may assign long after the bridge was made, New gives
+// the bridge the CIDR's first address itself if it has none in it.
 func New(cfg Config) (*Network, error) {
-	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
-		return nil, fmt.Errorf("creating %s: %w", cfg.StateDir, err)
+	if len(cfg.PodCIDRs) == 0 || len(cfg.PodCIDRs) > 2 || (len(cfg.PodCIDRs) == 2 && cfg.PodCIDRs[0].Addr().Is4() == cfg.PodCIDRs[1].Addr().Is4()) {
+		return nil, fmt.Errorf("pod CIDRs %v: want one, or one per IP family", cfg.PodCIDRs)
 	}
 	h, err := handleAt(cfg.NodeNS)
 	if err != nil {
@@ -59,26 +71,70 @@ func New(cfg Config) (*Network, error) {
 	defer h.Close()
 	br, err := h.LinkByName(cfg.Bridge)
 	if err != nil {
-		return nil, fmt.Errorf("pod bridge %s not found in the node's network namespace: create it with an address in %s (the sandbox does): %w", cfg.Bridge, cfg.PodCIDR, err)
-	}
-	addrs, err := h.AddrList(br, netlink.FAMILY_V4)
-	if err != nil {
-		return nil, fmt.Errorf("listing addresses of %s: %w", cfg.Bridge, err)
+		return nil, fmt.Errorf("pod bridge %s not found in the node's network namespace: create it with an address in %s (the sandbox does): %w", cfg.Bridge, cfg.PodCIDRs[0], err)
 	}
 	n := &Network{cfg: cfg}
-	for _, a := range addrs {
-		if ip, ok := netip.AddrFromSlice(a.IP.To4()); ok && cfg.PodCIDR.Contains(ip) {
-			n.gateway = ip
+	for _, cidr := range cfg.PodCIDRs {
+		p := &pool{cidr: cidr.Masked(), dir: cfg.StateDir}
+		if cidr.Addr().Is6() {
+			p.dir = filepath.Join(cfg.StateDir, "ipv6")
 		}
-	}
-	if !n.gateway.IsValid() {
-		return nil, fmt.Errorf("pod bridge %s has no address in the pod CIDR %s", cfg.Bridge, cfg.PodCIDR)
+		if err := os.MkdirAll(p.dir, 0o700); err != nil {
+			return nil, fmt.Errorf("creating %s: %w", p.dir, err)
+		}
+		if p.gateway, err = bridgeGateway(h, br, p.cidr); err != nil {
+			return nil, err
+		}
+		n.pools = append(n.pools, p)
 	}
 	return n, nil
 }
 
-// Gateway is the bridge's address, every Pod's default route.
-func (n *Network) Gateway() netip.Addr { return n.gateway }
+// bridgeGateway finds the bridge's address in cidr; an IPv6 CIDR without one gets its first
+// address, without duplicate address detection (nothing else on the bridge may own it, and a
+// tentative address would leave the first Pods without a gateway for a second or two).
+func bridgeGateway(h *netlink.Handle, br netlink.Link, cidr netip.Prefix) (netip.Addr, error) {
+	family := netlink.FAMILY_V4
+	if cidr.Addr().Is6() {
+		family = netlink.FAMILY_V6
+	}
+	name := br.Attrs().Name
+	addrs, err := h.AddrList(br, family)
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("listing addresses of %s: %w", name, err)
+	}
+	var gateway netip.Addr
+	for _, a := range addrs {
+		if ip, ok := netip.AddrFromSlice(a.IP); ok && cidr.Contains(ip.Unmap()) {
+			gateway = ip.Unmap()
+		}
+	}
+	if gateway.IsValid() {
+		return gateway, nil
+	}
+	if cidr.Addr().Is4() {
+		return netip.Addr{}, fmt.Errorf("pod bridge %s has no address in the pod CIDR %s", name, cidr)
+	}
+	gateway = cidr.Addr().Next()
+	addr := &netlink.Addr{IPNet: &net.IPNet{IP: gateway.AsSlice(), Mask: net.CIDRMask(cidr.Bits(), 128)}, Flags: unix.IFA_F_NODAD}
+	if err := h.AddrAdd(br, addr); err != nil {
+		return netip.Addr{}, fmt.Errorf("adding the IPv6 gateway %s/%d to pod bridge %s (is IPv6 disabled in the node's namespace?): %w", gateway, cidr.Bits(), name, err)
+	}
+	return gateway, nil
+}
+
+// Gateway is the bridge's address in the primary pod CIDR, every Pod's default route of
+// that family.
+func (n *Network) Gateway() netip.Addr { return n.pools[0].gateway }
+
+// Gateways are the bridge's addresses, one per pod CIDR in PodCIDRs order.
+func (n *Network) Gateways() []netip.Addr {
+	var out []netip.Addr
+	for _, p := range n.pools {
+		out = append(out, p.gateway)
+	}
+	return out
+}
 
 func handleAt(path string) (*netlink.Handle, error) {
 	if path == "" {
@@ -96,30 +152,55 @@ func handleAt(path string) (*netlink.Handle, error) {
 	return h, nil
 }
 
-// Allocate returns owner's address, allocating the next free one if it has none. The scan
-// starts after the last address handed out, so a freed address is not reused at once (a
-// client may still hold a connection or a cache entry for it).
-func (n *Network) Allocate(owner string) (netip.Addr, error) {
+// Allocate returns owner's addresses, one per pod CIDR in PodCIDRs order (the primary
+// first), allocating the next free one of each family it has none of. If one family is full
+// the others are released again, so a Pod never runs with some of its families missing.
+func (n *Network) Allocate(owner string) ([]netip.Addr, error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if ip, ok := n.lookup(owner); ok {
+	var ips []netip.Addr
+	for _, p := range n.pools {
+		ip, err := p.allocate(owner)
+		if err != nil {
+			for _, q := range n.pools {
+				q.release(owner)
+			}
+			return nil, err
+		}
+		ips = append(ips, ip)
+	}
+	return ips, nil
+}
+
+// allocate returns owner's address of this pool, allocating the next free one if it has
+// none. The scan starts after the last address handed out, so a freed address is not reused
+// at once (a client may still hold a connection or a cache entry for it). An IPv6 /64 is
+// never scanned in full: 2^16 candidates are far more than a node's Pods.
+func (p *pool) allocate(owner string) (netip.Addr, error) {
+	if ip, ok := p.lookup(owner); ok {
 		return ip, nil
 	}
-	first := n.cfg.PodCIDR.Masked().Addr().Next()
-	last := lastAddr(n.cfg.PodCIDR)
+	first := p.cidr.Addr().Next()
+	last := lastAddr(p.cidr)
 	start := first
-	if b, err := os.ReadFile(filepath.Join(n.cfg.StateDir, "last")); err == nil {
-		if ip, err := netip.ParseAddr(strings.TrimSpace(string(b))); err == nil && n.cfg.PodCIDR.Contains(ip) {
+	if b, err := os.ReadFile(filepath.Join(p.dir, "last")); err == nil {
+		if ip, err := netip.ParseAddr(strings.TrimSpace(string(b))); err == nil && p.cidr.Contains(ip) {
 			start = ip.Next()
 		}
 	}
 	ip := start
-	for range 1 << (32 - n.cfg.PodCIDR.Bits()) {
-		if ip == last || !n.cfg.PodCIDR.Contains(ip) {
+	var candidates int
+	if p.cidr.Addr().Is4() {
+		candidates = 1 << (32 - p.cidr.Bits())
+	} else {
+		candidates = 1 << min(128-p.cidr.Bits(), 16)
+	}
+	for range candidates {
+		if ip == last || !p.cidr.Contains(ip) {
 			ip = first
 		}
-		if ip != n.gateway {
-			f, err := os.OpenFile(filepath.Join(n.cfg.StateDir, ip.String()), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if ip != p.gateway {
+			f, err := os.OpenFile(filepath.Join(p.dir, ip.String()), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 			if err == nil {
 				_, werr := f.WriteString(owner)
 				cerr := f.Close()
@@ -127,7 +208,7 @@ func (n *Network) Allocate(owner string) (netip.Addr, error) {
 					os.Remove(f.Name())
 					return netip.Addr{}, fmt.Errorf("recording address %s: %w", ip, werr)
 				}
-				os.WriteFile(filepath.Join(n.cfg.StateDir, "last"), []byte(ip.String()), 0o600)
+				os.WriteFile(filepath.Join(p.dir, "last"), []byte(ip.String()), 0o600)
 				return ip, nil
 			}
 			if !errors.Is(err, os.ErrExist) {
@@ -136,12 +217,12 @@ func (n *Network) Allocate(owner string) (netip.Addr, error) {
 		}
 		ip = ip.Next()
 	}
-	return netip.Addr{}, fmt.Errorf("pod CIDR %s is full", n.cfg.PodCIDR)
+	return netip.Addr{}, fmt.Errorf("pod CIDR %s is full", p.cidr)
 }
 
-// lookup finds owner's recorded address.
-func (n *Network) lookup(owner string) (netip.Addr, bool) {
-	for ip, o := range n.Allocations() {
+// lookup finds owner's recorded address of this pool.
+func (p *pool) lookup(owner string) (netip.Addr, bool) {
+	for ip, o := range p.allocations() {
 		if o == owner {
 			return ip, true
 		}
@@ -149,39 +230,62 @@ func (n *Network) lookup(owner string) (netip.Addr, bool) {
 	return netip.Addr{}, false
 }
 
-// Allocations lists recorded addresses and their owners.
-func (n *Network) Allocations() map[netip.Addr]string {
+// allocations lists this pool's recorded addresses and their owners.
+func (p *pool) allocations() map[netip.Addr]string {
 	out := map[netip.Addr]string{}
-	entries, _ := os.ReadDir(n.cfg.StateDir)
+	entries, _ := os.ReadDir(p.dir)
 	for _, e := range entries {
 		ip, err := netip.ParseAddr(e.Name())
-		if err != nil {
+		if err != nil || !p.cidr.Contains(ip) {
 			continue
 		}
-		if b, err := os.ReadFile(filepath.Join(n.cfg.StateDir, e.Name())); err == nil {
+		if b, err := os.ReadFile(filepath.Join(p.dir, e.Name())); err == nil {
 			out[ip] = string(b)
 		}
 	}
 	return out
 }
 
-// Release frees owner's address, if it has one.
+// Allocations lists recorded addresses of every family and their owners.
+func (n *Network) Allocations() map[netip.Addr]string {
+	out := map[netip.Addr]string{}
+	for _, p := range n.pools {
+		for ip, o := range p.allocations() {
+			out[ip] = o
+		}
+	}
+	return out
+}
+
+// Release frees owner's addresses, if it has any.
 func (n *Network) Release(owner string) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if ip, ok := n.lookup(owner); ok {
-		if err := os.Remove(filepath.Join(n.cfg.StateDir, ip.String())); err != nil && !errors.Is(err, os.ErrNotExist) {
+	var errs []error
+	for _, p := range n.pools {
+		errs = append(errs, p.release(owner))
+	}
+	return errors.Join(errs...)
+}
+
+func (p *pool) release(owner string) error {
+	if ip, ok := p.lookup(owner); ok {
+		if err := os.Remove(filepath.Join(p.dir, ip.String())); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("releasing %s: %w", ip, err)
 		}
 	}
 	return nil
 }
 
+// lastAddr is the highest address of p: the IPv4 broadcast address, which no Pod may have;
+// IPv6 has none, but leaving the last one out too keeps the two families alike.
 func lastAddr(p netip.Prefix) netip.Addr {
-	b := p.Masked().Addr().As4()
-	host := uint32(1)<<(32-p.Bits()) - 1
-	v := uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3]) | host
-	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
+	b := p.Masked().Addr().AsSlice()
+	for i := p.Bits(); i < len(b)*8; i++ {
+		b[i/8] |= 0x80 >> (i % 8)
+	}
+	ip, _ := netip.AddrFromSlice(b)
+	return ip
 }
 
 // HostVeth is the node-side interface name of owner's veth: short (IFNAMSIZ is 16) and stable,
@@ -191,9 +295,9 @@ func HostVeth(owner string) string {
 	return "vp" + hex.EncodeToString(sum[:])[:12]
 }
 
-// Attach connects the namespace at podNS to the bridge with address ip. Attaching again after
-// a partial failure starts over.
-func (n *Network) Attach(podNS, owner string, ip netip.Addr) error {
+// Attach connects the namespace at podNS to the bridge with addresses ips (one per pod CIDR,
+// as Allocate returns them). Attaching again after a partial failure starts over.
+func (n *Network) Attach(podNS, owner string, ips []netip.Addr) error {
 	node, err := handleAt(n.cfg.NodeNS)
 	if err != nil {
 		return err
@@ -222,7 +326,7 @@ func (n *Network) Attach(podNS, owner string, ip netip.Addr) error {
 	if err := node.LinkAdd(veth); err != nil {
 		return fmt.Errorf("creating veth %s: %w", name, err)
 	}
-	if err := n.configurePod(target, ip); err != nil {
+	if err := n.configurePod(target, ips); err != nil {
 		if l, lerr := node.LinkByName(name); lerr == nil {
 			node.LinkDel(l)
 		}
@@ -231,7 +335,7 @@ func (n *Network) Attach(podNS, owner string, ip netip.Addr) error {
 	return nil
 }
 
-func (n *Network) configurePod(target vnetns.NsHandle, ip netip.Addr) error {
+func (n *Network) configurePod(target vnetns.NsHandle, ips []netip.Addr) error {
 	h, err := netlink.NewHandleAt(target, unix.NETLINK_ROUTE)
 	if err != nil {
 		return fmt.Errorf("opening netlink in the Pod: %w", err)
@@ -248,16 +352,42 @@ func (n *Network) configurePod(target vnetns.NsHandle, ip netip.Addr) error {
 	if err != nil {
 		return fmt.Errorf("finding %s in the Pod: %w", PodInterface, err)
 	}
-	addr := &netlink.Addr{IPNet: &net.IPNet{IP: ip.AsSlice(), Mask: net.CIDRMask(n.cfg.PodCIDR.Bits(), 32)}}
-	if err := h.AddrAdd(eth, addr); err != nil {
-		return fmt.Errorf("adding %s to the Pod's %s: %w", ip, PodInterface, err)
+	for _, ip := range ips {
+		p := n.poolOf(ip)
+		if p == nil {
+			return fmt.Errorf("address %s is in none of the pod CIDRs %v", ip, n.cfg.PodCIDRs)
+		}
+		addr := &netlink.Addr{IPNet: &net.IPNet{IP: ip.AsSlice(), Mask: net.CIDRMask(p.cidr.Bits(), ip.BitLen())}}
+		if ip.Is6() {
+			// Usable at once: the allocator made it unique on the bridge, and a tentative
+			// address would fail the Pod's first binds and connections.
+			addr.Flags = unix.IFA_F_NODAD
+		}
+		if err := h.AddrAdd(eth, addr); err != nil {
+			return fmt.Errorf("adding %s to the Pod's %s: %w", ip, PodInterface, err)
+		}
 	}
 	if err := h.LinkSetUp(eth); err != nil {
 		return fmt.Errorf("bringing up the Pod's %s: %w", PodInterface, err)
 	}
-	route := &netlink.Route{LinkIndex: eth.Attrs().Index, Gw: n.gateway.AsSlice()}
-	if err := h.RouteAdd(route); err != nil {
-		return fmt.Errorf("adding the Pod's default route via %s: %w", n.gateway, err)
+	for _, ip := range ips {
+		gw := n.poolOf(ip).gateway
+		route := &netlink.Route{LinkIndex: eth.Attrs().Index, Gw: gw.AsSlice()}
+		if ip.Is6() {
+			route.Family = netlink.FAMILY_V6
+		}
+		if err := h.RouteAdd(route); err != nil {
+			return fmt.Errorf("adding the Pod's default route via %s: %w", gw, err)
+		}
+	}
+	return nil
+}
+
+func (n *Network) poolOf(ip netip.Addr) *pool {
+	for _, p := range n.pools {
+		if p.cidr.Contains(ip) {
+			return p
+		}
 	}
 	return nil
 }

@@ -33,7 +33,8 @@ type podRuntime struct {
 	mu          sync.Mutex
 	pod         *corev1.Pod
 	pause       runtime.Started
-	ip          netip.Addr
+	ip          netip.Addr   // the primary address: status.podIP, probes
+	ips         []netip.Addr // one per pod CIDR of the node, primary first: status.podIPs
 	startTime   time.Time
 	containers  []*containerRuntime
 	terminating bool
@@ -89,10 +90,11 @@ func (a *Agent) startPod(ctx context.Context, pod *corev1.Pod) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("creating %s: %w", dir, err)
 	}
-	ip, err := a.cfg.Network.Allocate(string(pod.UID))
+	ips, err := a.cfg.Network.Allocate(string(pod.UID))
 	if err != nil {
 		return err
 	}
+	ip := ips[0]
 	pause, err := a.cfg.Runtime.Start(runtime.Spec{NewNetNS: true, LogPath: filepath.Join(dir, "pause.log")})
 	if err != nil {
 		a.cfg.Network.Release(string(pod.UID))
@@ -104,14 +106,14 @@ func (a *Agent) startPod(ctx context.Context, pod *corev1.Pod) error {
 		a.cfg.Network.Release(string(pod.UID))
 		return err
 	}
-	if err := a.cfg.Network.Attach(pause.NetNSPath(), string(pod.UID), ip); err != nil {
+	if err := a.cfg.Network.Attach(pause.NetNSPath(), string(pod.UID), ips); err != nil {
 		return fail(fmt.Errorf("attaching pod %s to the node network: %w", key, err))
 	}
 	if err := os.WriteFile(filepath.Join(dir, "resolv.conf"), []byte(a.resolvConf(pod)), 0o644); err != nil {
 		return fail(fmt.Errorf("writing resolv.conf of pod %s: %w", key, err))
 	}
-	pr := &podRuntime{agent: a, key: key, uid: pod.UID, pod: pod, pause: pause, ip: ip, startTime: time.Now()}
-	rec := &record{UID: pod.UID, Namespace: pod.Namespace, Name: pod.Name, Pause: pause.Proc, IP: ip.String(), StartTime: pr.startTime}
+	pr := &podRuntime{agent: a, key: key, uid: pod.UID, pod: pod, pause: pause, ip: ip, ips: ips, startTime: time.Now()}
+	rec := &record{UID: pod.UID, Namespace: pod.Namespace, Name: pod.Name, Pause: pause.Proc, IP: ip.String(), IPs: addrStrings(ips), StartTime: pr.startTime}
 	if err := a.saveRecord(rec); err != nil {
 		return fail(err)
 	}
@@ -123,15 +125,19 @@ func (a *Agent) startPod(ctx context.Context, pod *corev1.Pod) error {
 	services, _ := a.services.List(labels.Everything())
 	serviceEnv := envvars.ForPod(pod.Namespace, pod.Spec.EnableServiceLinks, services)
 	pr.launch(serviceEnv, nil)
-	klog.InfoS("pod started", "pod", key, "ip", ip)
+	klog.InfoS("pod started", "pod", key, "ips", ips)
 	return nil
 }
 
 // adoptPod resumes supervision of a Pod a previous agent started.
 func (a *Agent) adoptPod(_ context.Context, pod *corev1.Pod, r *record) error {
 	key := pod.Namespace + "/" + pod.Name
-	ip, _ := netip.ParseAddr(r.IP)
-	pr := &podRuntime{agent: a, key: key, uid: pod.UID, pod: pod, pause: runtime.Adopt(r.Pause), ip: ip, startTime: r.StartTime}
+	ips := r.addrs()
+	var ip netip.Addr
+	if len(ips) > 0 {
+		ip = ips[0]
+	}
+	pr := &podRuntime{agent: a, key: key, uid: pod.UID, pod: pod, pause: runtime.Adopt(r.Pause), ip: ip, ips: ips, startTime: r.StartTime}
 	a.mu.Lock()
 	a.running[key] = pr
 	a.mu.Unlock()
@@ -170,7 +176,7 @@ func (pr *podRuntime) launch(serviceEnv []corev1.EnvVar, adopted map[string]cont
 			c.unsupported = err.Error()
 			continue
 		}
-		env := a.containerEnv(pod, spec, serviceEnv, pr.ip)
+		env := a.containerEnv(pod, spec, serviceEnv, pr.ips)
 		startSpec := runtime.Spec{
 			Path: argv[0], Args: argv[1:], Env: env, Dir: spec.WorkingDir,
 			NetNS: pr.pause.NetNSPath(), Hostname: podHostname(pod),
@@ -229,7 +235,7 @@ func (pr *podRuntime) containerChanged(c *containerRuntime) {
 // persist records the containers' processes for a restarted agent.
 func (pr *podRuntime) persist() {
 	pr.mu.Lock()
-	rec := &record{UID: pr.uid, Pause: pr.pause.Proc, IP: pr.ip.String(), StartTime: pr.startTime}
+	rec := &record{UID: pr.uid, Pause: pr.pause.Proc, IP: pr.ip.String(), IPs: addrStrings(pr.ips), StartTime: pr.startTime}
 	rec.Namespace, rec.Name, _ = strings.Cut(pr.key, "/")
 	terminating := pr.terminating
 	for _, c := range pr.containers {
@@ -258,7 +264,7 @@ func (pr *podRuntime) changed() { pr.agent.status.Add(pr.key) }
 // commandFor decides what a container runs: the test server for its images, otherwise the
 // container's own command and args with $(VAR) references expanded.
 func (a *Agent) commandFor(pod *corev1.Pod, c *corev1.Container, serviceEnv []corev1.EnvVar) ([]string, error) {
-	lookup := envLookup(a.containerEnv(pod, c, serviceEnv, netip.Addr{}))
+	lookup := envLookup(a.containerEnv(pod, c, serviceEnv, nil))
 	expand := func(in []string) []string {
 		out := make([]string, len(in))
 		for i, s := range in {
@@ -296,7 +302,7 @@ const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bi
 
 // containerEnv is the process environment: the container's env and the service variables as
 // kubelet builds them, plus HOSTNAME and PATH that a container runtime would add.
-func (a *Agent) containerEnv(pod *corev1.Pod, c *corev1.Container, serviceEnv []corev1.EnvVar, ip netip.Addr) []string {
+func (a *Agent) containerEnv(pod *corev1.Pod, c *corev1.Container, serviceEnv []corev1.EnvVar, ips []netip.Addr) []string {
 	field := func(path string) string {
 		switch path {
 		case "metadata.name":
@@ -312,9 +318,12 @@ func (a *Agent) containerEnv(pod *corev1.Pod, c *corev1.Container, serviceEnv []
 		case "status.hostIP":
 			return a.cfg.NodeIP.String()
 		case "status.podIP":
-			if ip.IsValid() {
-				return ip.String()
+			if len(ips) > 0 {
+				return ips[0].String()
 			}
+		case "status.podIPs":
+			// As the kubelet: every address, primary first, comma-separated.
+			return strings.Join(addrStrings(ips), ",")
 		}
 		if k, ok := strings.CutPrefix(path, "metadata.labels['"); ok {
 			return pod.Labels[strings.TrimSuffix(k, "']")]

@@ -244,7 +244,7 @@ func (pr *podRuntime) probeOnce(ctx context.Context, c *containerRuntime, p *cor
 		a := pr.agent
 		spec := runtime.Spec{
 			Path: p.Exec.Command[0], Args: p.Exec.Command[1:],
-			Env:      a.containerEnv(pr.pod, c.spec, nil, pr.ip),
+			Env:      a.containerEnv(pr.pod, c.spec, nil, pr.ips),
 			Dir:      c.spec.WorkingDir,
 			NetNS:    pr.pause.NetNSPath(),
 			Hostname: podHostname(pr.pod), ResolvConf: filepath.Join(a.podDir(pr.uid), "resolv.conf"),

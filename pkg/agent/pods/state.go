@@ -3,6 +3,7 @@ package pods
 import (
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"time"
@@ -20,6 +21,7 @@ type record struct {
 	Name       string            `json:"name"`
 	Pause      runtime.Proc      `json:"pause"`
 	IP         string            `json:"ip"`
+	IPs        []string          `json:"ips,omitempty"` // all, primary first; agents before dual-stack wrote IP only
 	StartTime  time.Time         `json:"startTime"`
 	Containers []containerRecord `json:"containers"`
 }
@@ -29,6 +31,29 @@ type containerRecord struct {
 	Proc         runtime.Proc `json:"proc"`
 	StartedAt    time.Time    `json:"startedAt"`
 	RestartCount int          `json:"restartCount"`
+}
+
+// addrs are the Pod's addresses, primary first.
+func (r *record) addrs() []netip.Addr {
+	list := r.IPs
+	if len(list) == 0 {
+		list = []string{r.IP}
+	}
+	var out []netip.Addr
+	for _, s := range list {
+		if ip, err := netip.ParseAddr(s); err == nil {
+			out = append(out, ip)
+		}
+	}
+	return out
+}
+
+func addrStrings(ips []netip.Addr) []string {
+	out := make([]string, 0, len(ips))
+	for _, ip := range ips {
+		out = append(out, ip.String())
+	}
+	return out
 }
 
 func (a *Agent) podDir(uid types.UID) string { return podDir(a.cfg.DataDir, uid) }

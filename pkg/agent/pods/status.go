@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"strconv"
 	"time"
 
@@ -89,7 +90,7 @@ func (pr *podRuntime) computeStatus(old corev1.PodStatus) corev1.PodStatus {
 		HostIP:    a.cfg.NodeIP.String(),
 		HostIPs:   []corev1.HostIP{{IP: a.cfg.NodeIP.String()}},
 		PodIP:     pr.ip.String(),
-		PodIPs:    []corev1.PodIP{{IP: pr.ip.String()}},
+		PodIPs:    podIPs(pr.ips),
 		StartTime: &metav1.Time{Time: pr.startTime.Truncate(time.Second)},
 		QOSClass:  old.QOSClass,
 	}
@@ -207,4 +208,14 @@ func terminated(e *runtime.Exit, started time.Time) *corev1.ContainerStateTermin
 		t.Reason = "Error"
 	}
 	return t
+}
+
+// podIPs lists a Pod's addresses as status.podIPs: primary (status.podIP) first, then the
+// other family's, in the order of the Node's podCIDRs.
+func podIPs(ips []netip.Addr) []corev1.PodIP {
+	out := make([]corev1.PodIP, 0, len(ips))
+	for _, ip := range ips {
+		out = append(out, corev1.PodIP{IP: ip.String()})
+	}
+	return out
 }

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	goruntime "runtime"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -63,7 +64,8 @@ type Options struct {
 	// AnnounceBeaconInterval is how often the announcer tells the other nodes it is alive.
 	AnnounceBeaconInterval time.Duration
 
-	nodeIP netip.Addr
+	nodeIP   netip.Addr
+	podCIDRs []string // --pod-cidr split: what spec.podCIDRs must be
 }
 
 // NewCommand returns `svcplane agent`.
@@ -113,7 +115,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.Kubeconfig, "kubeconfig", o.Kubeconfig, "Kubeconfig to reach the API server with, instead of --server and --token.")
 	fs.StringVar(&o.NodeName, "node-name", o.NodeName, "Name of this Node; default the host name.")
 	fs.StringVar(&o.NodeIP, "node-ip", o.NodeIP, "Address other nodes reach this one at; default the first non-loopback IPv4 address.")
-	fs.StringVar(&o.PodCIDR, "pod-cidr", o.PodCIDR, "Ask for this pod CIDR when registering (it must match the pod bridge); default: wait for the server's node-ipam controller to assign one.")
+	fs.StringVar(&o.PodCIDR, "pod-cidr", o.PodCIDR, "Ask for this pod CIDR, or one per IP family (10.244.1.0/24,fd00:244:0:1::/64; the first is the primary), when registering (the IPv4 one must match the pod bridge; the bridge gets the IPv6 one's first address); default: wait for the server's node-ipam controller to assign them.")
 	fs.StringVar(&o.PodBridge, "pod-bridge", o.PodBridge, "Bridge Pods are attached to; it must exist and carry the gateway address of the pod CIDR.")
 	fs.StringVar(&o.DataDir, "data-dir", o.DataDir, "Directory for Pod state, logs and address allocations; keep it across restarts.")
 	fs.StringVar(&o.ClusterDNS, "cluster-dns", o.ClusterDNS, "Nameserver of Pods with dnsPolicy ClusterFirst (the DNS Service's IP); empty uses the node's resolv.conf.")
@@ -155,8 +157,12 @@ func (o *Options) Validate() error {
 		errs = append(errs, errors.New("give --server and --token, or --kubeconfig"))
 	}
 	if o.PodCIDR != "" {
-		if _, err := netip.ParsePrefix(o.PodCIDR); err != nil {
-			errs = append(errs, fmt.Errorf("--pod-cidr %q is not a CIDR", o.PodCIDR))
+		o.podCIDRs = strings.Split(o.PodCIDR, ",")
+		for i := range o.podCIDRs {
+			o.podCIDRs[i] = strings.TrimSpace(o.podCIDRs[i])
+		}
+		if _, err := parsePodCIDRs(o.podCIDRs); err != nil {
+			errs = append(errs, fmt.Errorf("--pod-cidr %q: %w", o.PodCIDR, err))
 		}
 	}
 	if o.HeartbeatInterval <= 0 {
@@ -246,11 +252,16 @@ func (o *Options) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	podCIDR, err := netip.ParsePrefix(node.Spec.PodCIDR)
+	podCIDRs, err := parsePodCIDRs(nodePodCIDRs(node))
 	if err != nil {
-		return fmt.Errorf("node %s has pod CIDR %q: %w", o.NodeName, node.Spec.PodCIDR, err)
+		return fmt.Errorf("node %s has pod CIDRs %v: %w", o.NodeName, nodePodCIDRs(node), err)
 	}
-	network, err := netns.New(netns.Config{Bridge: o.PodBridge, PodCIDR: podCIDR, StateDir: filepath.Join(o.DataDir, "ipam")})
+	for _, c := range podCIDRs {
+		if c.Addr().Is6() {
+			warnIfNoIPv6Forwarding()
+		}
+	}
+	network, err := netns.New(netns.Config{Bridge: o.PodBridge, PodCIDRs: podCIDRs, StateDir: filepath.Join(o.DataDir, "ipam")})
 	if err != nil {
 		return err
 	}
@@ -273,7 +284,7 @@ func (o *Options) Run(ctx context.Context) error {
 		defer close(announcerDone)
 		errc <- o.runAnnouncer(ctx, client)
 	}()
-	klog.InfoS("agent running", "node", o.NodeName, "nodeIP", o.nodeIP, "podCIDR", podCIDR)
+	klog.InfoS("agent running", "node", o.NodeName, "nodeIP", o.nodeIP, "podCIDRs", podCIDRs)
 	select {
 	case err := <-errc:
 		return err
@@ -308,8 +319,8 @@ func (o *Options) register(ctx context.Context, client kubernetes.Interface) (*c
 		case <-time.After(500 * time.Millisecond):
 		}
 	}
-	if o.PodCIDR != "" && node.Spec.PodCIDR == "" {
-		node.Spec.PodCIDR, node.Spec.PodCIDRs = o.PodCIDR, []string{o.PodCIDR}
+	if len(o.podCIDRs) > 0 && node.Spec.PodCIDR == "" && len(node.Spec.PodCIDRs) == 0 {
+		node.Spec.PodCIDR, node.Spec.PodCIDRs = o.podCIDRs[0], o.podCIDRs
 		n, err := client.CoreV1().Nodes().Update(ctx, node, metav1.UpdateOptions{})
 		if err != nil && !apierrors.IsConflict(err) {
 			return nil, fmt.Errorf("setting pod CIDR of node %s: %w", o.NodeName, err)
@@ -329,10 +340,45 @@ func (o *Options) register(ctx context.Context, client kubernetes.Interface) (*c
 			node = n
 		}
 	}
-	if o.PodCIDR != "" && node.Spec.PodCIDR != o.PodCIDR {
-		return nil, fmt.Errorf("node %s already has pod CIDR %s, not --pod-cidr %s: delete the Node or drop the flag", o.NodeName, node.Spec.PodCIDR, o.PodCIDR)
+	if len(o.podCIDRs) > 0 && strings.Join(nodePodCIDRs(node), ",") != strings.Join(o.podCIDRs, ",") {
+		return nil, fmt.Errorf("node %s already has pod CIDRs %s, not --pod-cidr %s: delete the Node or drop the flag", o.NodeName, strings.Join(nodePodCIDRs(node), ","), o.PodCIDR)
 	}
 	return node, nil
+}
+
+// nodePodCIDRs is spec.podCIDRs, or spec.podCIDR alone where a writer set only that.
+func nodePodCIDRs(n *corev1.Node) []string {
+	if len(n.Spec.PodCIDRs) > 0 {
+		return n.Spec.PodCIDRs
+	}
+	return []string{n.Spec.PodCIDR}
+}
+
+// parsePodCIDRs reads pod CIDRs: one, or one per IP family, the primary first.
+func parsePodCIDRs(list []string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, s := range list {
+		p, err := netip.ParsePrefix(strings.TrimSpace(s))
+		if err != nil {
+			return nil, fmt.Errorf("%q is not a CIDR", s)
+		}
+		out = append(out, p.Masked())
+	}
+	if len(out) > 2 || (len(out) == 2 && out[0].Addr().Is4() == out[1].Addr().Is4()) {
+		return nil, errors.New("give one CIDR, or one per IP family")
+	}
+	return out, nil
+}
+
+// warnIfNoIPv6Forwarding says why Pods' IPv6 traffic would not cross nodes. The agent never
+// turns forwarding on itself: it may run in a host's own namespace, whose routing is not ours
+// to change (IPv4 forwarding is the node's business too; the sandbox sets both in node
+// namespaces only).
+func warnIfNoIPv6Forwarding() {
+	b, err := os.ReadFile("/proc/sys/net/ipv6/conf/all/forwarding")
+	if err == nil && strings.TrimSpace(string(b)) != "1" {
+		klog.InfoS("warning: IPv6 forwarding is off in this network namespace, so Pods' IPv6 traffic to other nodes is not routed; set net.ipv6.conf.all.forwarding=1")
+	}
 }
 
 func (o *Options) newNode() *corev1.Node {
@@ -342,8 +388,8 @@ func (o *Options) newNode() *corev1.Node {
 			corev1.LabelOSStable: goruntime.GOOS, corev1.LabelArchStable: goruntime.GOARCH,
 		}},
 	}
-	if o.PodCIDR != "" {
-		n.Spec.PodCIDR, n.Spec.PodCIDRs = o.PodCIDR, []string{o.PodCIDR}
+	if len(o.podCIDRs) > 0 {
+		n.Spec.PodCIDR, n.Spec.PodCIDRs = o.podCIDRs[0], o.podCIDRs
 	}
 	n.Status = o.nodeStatus(nil, time.Now())
 	return n

@@ -39,7 +39,10 @@ type UpOptions struct {
 	Nodes     int
 	Agent     bool
 	ProxyMode string
-	Timeout   time.Duration
+	// IPFamily is ipv4 (the default) or dual: dual adds the IPv6 plan, and IPv6 pod and
+	// Service ranges (kind's networking.ipFamily names the same choice).
+	IPFamily string
+	Timeout  time.Duration
 }
 
 // Complete fills defaults.
@@ -64,6 +67,9 @@ func (o *UpOptions) Validate() error {
 	if o.ProxyMode != "" && o.ProxyMode != "nftables" && o.ProxyMode != "userspace" && o.ProxyMode != "none" {
 		errs = append(errs, fmt.Errorf("--proxy-mode %q: use nftables, userspace or none", o.ProxyMode))
 	}
+	if o.IPFamily != "" && o.IPFamily != ipFamilyIPv4 && o.IPFamily != ipFamilyDual {
+		errs = append(errs, fmt.Errorf("--ip-family %q: use %s or %s (an IPv6-only sandbox is not supported)", o.IPFamily, ipFamilyIPv4, ipFamilyDual))
+	}
 	return errors.Join(errs...)
 }
 
@@ -75,6 +81,7 @@ func (o *UpOptions) Run(ctx context.Context, cmd *cobra.Command) error {
 		Nodes:        o.Nodes,
 		Agent:        o.Agent,
 		ProxyMode:    o.ProxyMode,
+		DualStack:    o.IPFamily == ipFamilyDual,
 		ReadyTimeout: o.Timeout,
 		Progress:     cmd.OutOrStdout(),
 	})
@@ -105,9 +112,16 @@ func newUpCommand() *cobra.Command {
 	cmd.Flags().IntVar(&o.Nodes, "nodes", o.Nodes, "number of node namespaces (node1…nodeN)")
 	cmd.Flags().BoolVar(&o.Agent, "agent", false, "start svcplane agent in every node, so Pods run (nodes are bare namespaces without it)")
 	cmd.Flags().StringVar(&o.ProxyMode, "proxy-mode", "nftables", "Service proxy of every node's agent: nftables, userspace or none")
+	cmd.Flags().StringVar(&o.IPFamily, "ip-family", ipFamilyIPv4, "ipv4, or dual: IPv6 unique-local addresses beside the IPv4 ones, Pods with an address of each family, Services that may be dual-stack")
 	cmd.Flags().DurationVar(&o.Timeout, "timeout", o.Timeout, "how long to wait for the API server to become ready")
 	return cmd
 }
+
+// The values of --ip-family.
+const (
+	ipFamilyIPv4 = "ipv4"
+	ipFamilyDual = "dual"
+)
 
 func newDownCommand() *cobra.Command {
 	var name string
@@ -212,7 +226,11 @@ func printSummary(out interface{ Write([]byte) (int, error) }, s sandbox.Summary
 	}
 	st := s.State
 	if st.Ready {
-		fmt.Fprintf(out, "%s: %d nodes, API %s, up since %s\n", s.Name, st.Nodes, st.APIServer, st.Created.Local().Format(time.DateTime))
+		family := ""
+		if st.DualStack {
+			family = " (dual-stack)"
+		}
+		fmt.Fprintf(out, "%s: %d nodes%s, API %s, up since %s\n", s.Name, st.Nodes, family, st.APIServer, st.Created.Local().Format(time.DateTime))
 		fmt.Fprintf(out, "  kubeconfig  %s\n", st.Kubeconfig)
 	} else {
 		fmt.Fprintf(out, "%s: %d nodes, NOT READY (its `up` is still running or was interrupted; `svcplane sandbox down --name %s` removes it)\n", s.Name, st.Nodes, s.Name)

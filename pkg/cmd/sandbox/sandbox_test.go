@@ -18,6 +18,8 @@ func TestUpOptionsValidate(t *testing.T) {
 		{"bad name", func(o *UpOptions) { o.Name = "Bad_Name" }, []string{"--name"}},
 		{"no nodes", func(o *UpOptions) { o.Nodes = 0 }, []string{"--nodes 0"}},
 		{"agent is accepted", func(o *UpOptions) { o.Agent = true }, nil},
+		{"dual-stack is accepted", func(o *UpOptions) { o.IPFamily = "dual" }, nil},
+		{"IPv6-only is not", func(o *UpOptions) { o.IPFamily = "ipv6" }, []string{`--ip-family "ipv6": use ipv4 or dual`}},
 		{"every problem at once", func(o *UpOptions) { o.Name, o.Nodes, o.Timeout = "x_", 500, 0 },
 			[]string{"--name", "--nodes 500", "--timeout"}},
 	}

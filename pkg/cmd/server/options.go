@@ -99,7 +99,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	o.DNS.addFlags(fs)
 	fs.StringArrayVar(&o.LBPools, "lb-pool", o.LBPools,
 		"CIDR or first-last range of LoadBalancer Service addresses (repeatable); kept as the LoadBalancerIPPool named \"default\". Unset leaves that pool alone.")
-	fs.StringVar(&nodeipam.ClusterCIDR, "cluster-cidr", nodeipam.ClusterCIDR, "CIDR Pod addresses come from; every Node without a pod CIDR gets the next free /24 of it.")
+	fs.StringVar(&nodeipam.ClusterCIDR, "cluster-cidr", nodeipam.ClusterCIDR, "CIDR Pod addresses come from, or one per IP family (10.244.0.0/16,fd00:244::/56; the first is the primary): every Node without pod CIDRs gets the next free /24 (IPv4) and /64 (IPv6) of each.")
 	// The embedded etcd is the default; these flags only matter with --etcd-servers.
 	fs.Lookup("etcd-servers").Usage = "Use these etcd servers (scheme://ip:port, comma separated) instead of the embedded etcd."
 }
@@ -218,6 +218,9 @@ func (o *Options) Validate() error {
 		errs = append(errs, err)
 	}
 	if err := loadbalancer.ValidatePoolFlag(o.LBPools); err != nil {
+		errs = append(errs, err)
+	}
+	if err := nodeipam.ValidateFlags(); err != nil {
 		errs = append(errs, err)
 	}
 	errs = append(errs, o.SecureServing.Validate()...)

@@ -10,6 +10,10 @@
 //	svp-<name>-nodeN  node N, eth0 10.250.0.(10+N), pod bridge cbr0 10.244.N.1/24
 //	svp-<name>-ext    outside client, eth0 10.250.0.200
 //
+// A dual-stack topology (Options.DualStack) adds an IPv6 unique-local plan beside it:
+// fd00:250::/64 on the node network (br0 ::1, cp ::2, ext ::c8, node N ::(10+N) — the last
+// byte of the IPv4 address), node N's pod bridge fd00:244:0:N::1/64, Services fd00:96::/112.
+//
 // See docs/sandbox.md for routes, sysctls and the safety rules.
 package topology
 
@@ -31,6 +35,17 @@ var (
 	ServiceCIDR      = netip.MustParsePrefix("10.96.0.0/12")
 	ClusterDNSAddr   = netip.MustParseAddr("10.96.0.10")
 	LoadBalancerPool = netip.MustParsePrefix("10.251.0.0/24")
+)
+
+// The IPv6 plan of a dual-stack topology: unique-local (fd00::/8), so nothing could ever be
+// routed outside the machine even by mistake.
+var (
+	NodeNetworkV6      = netip.MustParsePrefix("fd00:250::/64")
+	BridgeAddrV6       = netip.MustParseAddr("fd00:250::1")
+	ControlPlaneAddrV6 = netip.MustParseAddr("fd00:250::2")
+	ExternalAddrV6     = netip.MustParseAddr("fd00:250::c8")
+	ClusterCIDRV6      = netip.MustParsePrefix("fd00:244::/56")
+	ServiceCIDRV6      = netip.MustParsePrefix("fd00:96::/112")
 )
 
 // APIServerPort is where `svcplane server` listens inside the control-plane namespace.
@@ -77,6 +92,31 @@ func PodCIDR(n int) netip.Prefix {
 // PodGateway is node n's address on its pod bridge, the default gateway of its pods.
 func PodGateway(n int) netip.Addr {
 	return netip.AddrFrom4([4]byte{10, 244, byte(n), 1})
+}
+
+// NodeAddrV6 is node n's IPv6 address on the node network of a dual-stack topology: the last
+// byte is that of its IPv4 address (node1 is fd00:250::b).
+func NodeAddrV6(n int) netip.Addr {
+	return v6WithLastByte(NodeNetworkV6, byte(10+n))
+}
+
+// PodCIDRV6 is the IPv6 /64 node n hands out to its pods in a dual-stack topology: subnet n
+// of ClusterCIDRV6, the one node IPAM would number n (node1 has fd00:244:0:1::/64).
+func PodCIDRV6(n int) netip.Prefix {
+	b := ClusterCIDRV6.Addr().As16()
+	b[7] = byte(n)
+	return netip.PrefixFrom(netip.AddrFrom16(b), 64)
+}
+
+// PodGatewayV6 is node n's IPv6 address on its pod bridge: the first of PodCIDRV6(n).
+func PodGatewayV6(n int) netip.Addr {
+	return PodCIDRV6(n).Addr().Next()
+}
+
+func v6WithLastByte(p netip.Prefix, last byte) netip.Addr {
+	b := p.Addr().As16()
+	b[15] = last
+	return netip.AddrFrom16(b)
 }
 
 // NamespaceName is the network namespace that holds member of topology name.

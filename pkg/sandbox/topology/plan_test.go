@@ -55,15 +55,66 @@ func TestValidateName(t *testing.T) {
 	}
 }
 
+func TestDualStackAddressPlan(t *testing.T) {
+	cases := []struct {
+		what string
+		got  any
+		want any
+	}{
+		{"node1", NodeAddrV6(1), netip.MustParseAddr("fd00:250::b")},
+		{"node10", NodeAddrV6(10), netip.MustParseAddr("fd00:250::14")},
+		{"last node stays below ext", NodeAddrV6(MaxNodes).Less(ExternalAddrV6), true},
+		{"ext", memberAddrV6(MemberExternal), netip.MustParseAddr("fd00:250::c8")},
+		{"pod CIDR of node2", PodCIDRV6(2), netip.MustParsePrefix("fd00:244:0:2::/64")},
+		{"pod CIDR of node189 is in the cluster CIDR", ClusterCIDRV6.Contains(PodCIDRV6(MaxNodes).Addr()), true},
+		{"pod gateway of node2", PodGatewayV6(2), netip.MustParseAddr("fd00:244:0:2::1")},
+		{"unique-local", netip.MustParsePrefix("fd00::/8").Contains(ServiceCIDRV6.Addr()), true},
+	}
+	for _, tc := range cases {
+		if tc.got != tc.want {
+			t.Errorf("%s: got %v, want %v", tc.what, tc.got, tc.want)
+		}
+	}
+}
+
 func TestNoMemberGetsADefaultRoute(t *testing.T) {
-	topo := &Topology{name: "x", nodes: 3}
-	for _, m := range topo.Members() {
-		for _, r := range topo.routesFor(m) {
-			if r.dst.Bits() == 0 {
-				t.Errorf("%s has a default route via %s", m, r.via)
+	for _, topo := range []*Topology{{name: "x", nodes: 3}, {name: "x", nodes: 3, dualStack: true}} {
+		for _, m := range topo.Members() {
+			for _, r := range topo.routesFor(m) {
+				if r.dst.Bits() == 0 {
+					t.Errorf("%s has a default route via %s", m, r.via)
+				}
+				if r.via.IsValid() && !NodeNetwork.Contains(r.via) && !NodeNetworkV6.Contains(r.via) {
+					t.Errorf("%s routes %s via %s, outside the node network", m, r.dst, r.via)
+				}
 			}
-			if r.via.IsValid() && !NodeNetwork.Contains(r.via) {
-				t.Errorf("%s routes %s via %s, outside the node network", m, r.dst, r.via)
+		}
+	}
+}
+
+func TestDualStackNodesRouteOtherNodesIPv6PodsViaTheirNodeAddress(t *testing.T) {
+	topo := &Topology{name: "x", nodes: 3, dualStack: true}
+	got := topo.routesFor("node2")
+	want := []staticRoute{
+		{PodCIDR(1), NodeAddr(1)},
+		{PodCIDRV6(1), NodeAddrV6(1)},
+		{PodCIDR(3), NodeAddr(3)},
+		{PodCIDRV6(3), NodeAddrV6(3)},
+		{ServiceCIDR, BridgeAddr},
+		{LoadBalancerPool, BridgeAddr},
+		{ServiceCIDRV6, BridgeAddrV6},
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("routes of node2 = %v, want %v", got, want)
+	}
+}
+
+func TestSysctlsForwardIPv6OnlyOnNodes(t *testing.T) {
+	for _, m := range (&Topology{nodes: 2}).Members() {
+		_, isNode := nodeNumber(m)
+		for _, s := range ipv6SysctlsFor(m) {
+			if strings.HasSuffix(s.key, ".forwarding") && (s.value == "1") != isNode {
+				t.Errorf("%s: %s=%s", m, s.key, s.value)
 			}
 		}
 	}

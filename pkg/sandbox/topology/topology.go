@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 )
 
 // Options says which topology to build.
@@ -19,13 +20,17 @@ type Options struct {
 	Name string
 	// Nodes is the number of node namespaces, node1…nodeN.
 	Nodes int
+	// DualStack adds the IPv6 plan (plan.go) to every member: addresses, pod bridges, routes,
+	// and IPv6 forwarding in the nodes.
+	DualStack bool
 }
 
 // Topology is a built cluster of namespaces, owned by this process until Close or Detach.
 type Topology struct {
-	name  string
-	nodes int
-	lock  *os.File
+	name      string
+	nodes     int
+	dualStack bool
+	lock      *os.File
 }
 
 // Create builds the topology described by opts. It fails if another live process owns a
@@ -48,7 +53,7 @@ func Create(opts Options) (*Topology, error) {
 	if err != nil {
 		return nil, err
 	}
-	t := &Topology{name: opts.Name, nodes: opts.Nodes, lock: lock}
+	t := &Topology{name: opts.Name, nodes: opts.Nodes, dualStack: opts.DualStack, lock: lock}
 	// We hold the lock, so any namespace of this name belongs to a dead owner.
 	if err := removeNamespaces(opts.Name); err != nil {
 		unlockTopology(t.name, lock)
@@ -150,7 +155,11 @@ func (t *Topology) build() error {
 			return err
 		}
 		// Before any interface exists, so that interfaces inherit the "default" values.
-		if err := writeSysctls(t.Namespace(m), sysctlsFor(m)); err != nil {
+		sysctls := sysctlsFor(m)
+		if t.dualStack {
+			sysctls = append(sysctls, ipv6SysctlsFor(m)...)
+		}
+		if err := writeSysctls(t.Namespace(m), sysctls); err != nil {
 			return err
 		}
 	}
@@ -187,6 +196,30 @@ func sysctlsFor(member string) []sysctl {
 	}
 }
 
+// ipv6SysctlsFor lists the IPv6 sysctls of member's namespace in a dual-stack topology. IPv6
+// forwarding is on in node namespaces only, as IPv4's is; since forwarding turns a node into
+// an IPv6 router, and redirects are ignored by routers anyway, only the others need
+// accept_redirects off (the reason is IPv4's, above).
+func ipv6SysctlsFor(member string) []sysctl {
+	forward := "0"
+	if _, isNode := nodeNumber(member); isNode {
+		forward = "1"
+	}
+	return []sysctl{
+		// A host booted with IPv6 disabled by default would hand that on.
+		{"net.ipv6.conf.all.disable_ipv6", "0"},
+		{"net.ipv6.conf.default.disable_ipv6", "0"},
+		{"net.ipv6.conf.all.forwarding", forward},
+		{"net.ipv6.conf.default.forwarding", forward},
+		{"net.ipv6.conf.all.accept_redirects", "0"},
+		{"net.ipv6.conf.default.accept_redirects", "0"},
+		// Nothing sends router advertisements here; not listening for them keeps a stray one
+		// (from a Pod) from adding a default route, which the sandbox must never have.
+		{"net.ipv6.conf.all.accept_ra", "0"},
+		{"net.ipv6.conf.default.accept_ra", "0"},
+	}
+}
+
 // buildNodeNetwork creates br0 in the net namespace and one veth pair per member: the bridge
 // end "v-<member>" stays on br0, the other end is created directly inside the member's
 // namespace as eth0, so no interface ever exists in the host namespace, not even briefly.
@@ -205,6 +238,11 @@ func (t *Topology) buildNodeNetwork() error {
 	}
 	if err := h.AddrAdd(br, addrOf(BridgeAddr, NodeNetwork.Bits())); err != nil {
 		return fmt.Errorf("adding %s to %s: %w", BridgeAddr, NodeBridgeName, err)
+	}
+	if t.dualStack {
+		if err := h.AddrAdd(br, addrOf(BridgeAddrV6, NodeNetworkV6.Bits())); err != nil {
+			return fmt.Errorf("adding %s to %s: %w", BridgeAddrV6, NodeBridgeName, err)
+		}
 	}
 	for _, m := range t.Members()[1:] {
 		peer, err := openNamespace(t.Namespace(m))
@@ -243,6 +281,12 @@ func (t *Topology) configureMember(member string) error {
 	if err := h.AddrAdd(eth, addrOf(addr, NodeNetwork.Bits())); err != nil {
 		return fmt.Errorf("adding %s to %s: %w", addr, UplinkName, err)
 	}
+	if t.dualStack {
+		addr6 := memberAddrV6(member)
+		if err := h.AddrAdd(eth, addrOf(addr6, NodeNetworkV6.Bits())); err != nil {
+			return fmt.Errorf("adding %s to %s: %w", addr6, UplinkName, err)
+		}
+	}
 	if err := h.LinkSetUp(eth); err != nil {
 		return fmt.Errorf("bringing up %s: %w", UplinkName, err)
 	}
@@ -253,6 +297,11 @@ func (t *Topology) configureMember(member string) error {
 		}
 		if err := h.AddrAdd(cbr, addrOf(PodGateway(n), PodCIDR(n).Bits())); err != nil {
 			return fmt.Errorf("adding %s to %s: %w", PodGateway(n), PodBridgeName, err)
+		}
+		if t.dualStack {
+			if err := h.AddrAdd(cbr, addrOf(PodGatewayV6(n), PodCIDRV6(n).Bits())); err != nil {
+				return fmt.Errorf("adding %s to %s: %w", PodGatewayV6(n), PodBridgeName, err)
+			}
 		}
 	}
 	for _, r := range t.routesFor(member) {
@@ -294,6 +343,9 @@ func (t *Topology) routesFor(member string) []staticRoute {
 		for m := 1; m <= t.nodes; m++ {
 			if m != except {
 				routes = append(routes, staticRoute{PodCIDR(m), NodeAddr(m)})
+				if t.dualStack {
+					routes = append(routes, staticRoute{PodCIDRV6(m), NodeAddrV6(m)})
+				}
 			}
 		}
 	}
@@ -307,6 +359,9 @@ func (t *Topology) routesFor(member string) []staticRoute {
 		routes = append(routes,
 			staticRoute{ServiceCIDR, BridgeAddr},
 			staticRoute{LoadBalancerPool, BridgeAddr})
+		if t.dualStack {
+			routes = append(routes, staticRoute{ServiceCIDRV6, BridgeAddrV6})
+		}
 	case member == MemberControlPlane:
 		// So the API server and DNS can answer pods directly.
 		podRoutes(0)
@@ -328,6 +383,18 @@ func memberAddr(member string) netip.Addr {
 	}
 	n, _ := nodeNumber(member)
 	return NodeAddr(n)
+}
+
+// memberAddrV6 is member's IPv6 address on the node network of a dual-stack topology.
+func memberAddrV6(member string) netip.Addr {
+	switch member {
+	case MemberControlPlane:
+		return ControlPlaneAddrV6
+	case MemberExternal:
+		return ExternalAddrV6
+	}
+	n, _ := nodeNumber(member)
+	return NodeAddrV6(n)
 }
 
 // MemberAddr is member's address on the node network (cp, ext or nodeN).
@@ -352,8 +419,14 @@ func linkUp(h *netlink.Handle, name string) error {
 	return nil
 }
 
+// addrOf is ip/bits as an interface address. IPv6 ones skip duplicate address detection:
+// the plan makes them unique, and a tentative address would fail the first connections.
 func addrOf(ip netip.Addr, bits int) *netlink.Addr {
-	return &netlink.Addr{IPNet: &net.IPNet{IP: ip.AsSlice(), Mask: net.CIDRMask(bits, ip.BitLen())}}
+	a := &netlink.Addr{IPNet: &net.IPNet{IP: ip.AsSlice(), Mask: net.CIDRMask(bits, ip.BitLen())}}
+	if ip.Is6() {
+		a.Flags = unix.IFA_F_NODAD
+	}
+	return a
 }
 
 func prefixOf(p netip.Prefix) *net.IPNet {

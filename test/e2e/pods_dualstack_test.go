@@ -1,0 +1,273 @@
+package e2e
+
+// Dual-stack Pods end to end: `svcplane sandbox up --ip-family dual` (topology plan.go: node N
+// at 10.250.0.(10+N) and fd00:250::(10+N), pods 10.244.N.0/24 and fd00:244:0:N::/64, Services
+// 10.96.0.0/12 and fd00:96::/112, kube-dns at 10.96.0.10). The backends are a Deployment of
+// test servers on node2, reached from a client Pod on node1 through a RequireDualStack
+// Service's IPv6 ClusterIP; a headless Service's AAAA records come from the cluster DNS.
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/svcplane/svcplane/pkg/sandbox"
+	"github.com/svcplane/svcplane/pkg/sandbox/topology"
+	"github.com/svcplane/svcplane/test/netns"
+	"github.com/svcplane/svcplane/test/testserver"
+)
+
+// upDualStack is upWithAgentsAndProxy for a dual-stack sandbox of two nodes.
+func upDualStack(t *testing.T, proxyMode string) *agentCluster {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("runs a dual-stack sandbox with node agents; skipped with -short")
+	}
+	netns.Require(t)
+	bin := testserver.Binary(t)
+	name := fmt.Sprintf("ds%d-%d", os.Getpid(), sandboxes.Add(1))
+	const nodes = 2
+	t.Cleanup(func() {
+		if t.Failed() {
+			for n := 1; n <= nodes; n++ {
+				b, _ := os.ReadFile(filepath.Join(sandbox.StateDir(name), fmt.Sprintf("agent-node%d.log", n)))
+				t.Logf("agent-node%d.log:\n%s", n, lastLines(string(b), 30))
+			}
+		}
+		if err := sandbox.Down(context.Background(), name, nil); err != nil {
+			t.Errorf("sandbox down: %v", err)
+		}
+	})
+	if _, err := os.Stat("/proc/net/if_inet6"); err != nil {
+		t.Skipf("the kernel has no IPv6: %v", err)
+	}
+	st, err := sandbox.Up(context.Background(), sandbox.UpOptions{Name: name, Nodes: nodes, Agent: true, ProxyMode: proxyMode, DualStack: true, Executable: bin})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := clientcmd.BuildConfigFromFlags("", st.Kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.QPS, cfg.Burst = 200, 400
+	return &agentCluster{name: name, state: st, client: kubernetes.NewForConfigOrDie(cfg)}
+}
+
+func TestDualStackPodsServeIPv6ServicesAcrossNodes(t *testing.T) {
+	for _, mode := range []string{"nftables", "userspace"} {
+		t.Run(mode, func(t *testing.T) { testDualStackPods(t, mode) })
+	}
+}
+
+func testDualStackPods(t *testing.T, mode string) {
+	c := upDualStack(t, mode)
+	ctx := context.Background()
+
+	t.Run("nodes get a pod CIDR per family, IPv4 first", func(t *testing.T) {
+		for n := 1; n <= 2; n++ {
+			node, err := c.client.CoreV1().Nodes().Get(ctx, topology.NodeMember(n), metav1.GetOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := []string{topology.PodCIDR(n).String(), topology.PodCIDRV6(n).String()}
+			if node.Spec.PodCIDR != want[0] || !slices.Equal(node.Spec.PodCIDRs, want) {
+				t.Errorf("node%d: podCIDR %s, podCIDRs %v; want %v", n, node.Spec.PodCIDR, node.Spec.PodCIDRs, want)
+			}
+		}
+	})
+
+	labels := map[string]string{"app": "web6"}
+	replicas := int32(2)
+	if _, err := c.client.AppsV1().Deployments("default").Create(ctx, &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: "web6"},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: &replicas,
+			Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec: corev1.PodSpec{
+					// On node2, so the client on node1 crosses nodes over IPv6.
+					NodeSelector: map[string]string{corev1.LabelHostname: "node2"},
+					Containers: []corev1.Container{{
+						Name: "testserver", Image: "svcplane/testserver",
+						ReadinessProbe: &corev1.Probe{
+							ProbeHandler:  corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/healthz", Port: intstr.FromInt32(8080)}},
+							PeriodSeconds: 1, FailureThreshold: 1,
+						},
+					}},
+				},
+			},
+		},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	require := corev1.IPFamilyPolicyRequireDualStack
+	svc, err := c.client.CoreV1().Services("default").Create(ctx, &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "web6"},
+		Spec: corev1.ServiceSpec{Selector: labels, IPFamilyPolicy: &require,
+			Ports: []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromInt32(8080)}}},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(svc.Spec.ClusterIPs) != 2 || !netip.MustParseAddr(svc.Spec.ClusterIPs[1]).Is6() {
+		t.Fatalf("RequireDualStack Service got ClusterIPs %v; want IPv4 and IPv6", svc.Spec.ClusterIPs)
+	}
+	clusterIPv6 := svc.Spec.ClusterIPs[1]
+	headless, err := c.client.CoreV1().Services("default").Create(ctx, &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "web6-headless"},
+		Spec: corev1.ServiceSpec{Selector: labels, ClusterIP: corev1.ClusterIPNone, IPFamilyPolicy: &require,
+			Ports: []corev1.ServicePort{{Name: "http", Port: 8080}}},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(headless.Spec.IPFamilies, []corev1.IPFamily{corev1.IPv4Protocol, corev1.IPv6Protocol}) {
+		t.Fatalf("headless RequireDualStack Service has families %v", headless.Spec.IPFamilies)
+	}
+
+	// Both Pods Ready, each with an address of either family.
+	var podV6 []string
+	waitDS(t, 60*time.Second, "two Ready web6 Pods", func() string {
+		list, err := c.client.CoreV1().Pods("default").List(ctx, metav1.ListOptions{LabelSelector: "app=web6"})
+		if err != nil {
+			return err.Error()
+		}
+		podV6 = nil
+		for i := range list.Items {
+			if p := &list.Items[i]; isReady(p) && p.DeletionTimestamp == nil {
+				podV6 = append(podV6, p.Status.PodIPs[len(p.Status.PodIPs)-1].IP)
+			}
+		}
+		if len(podV6) != 2 {
+			return fmt.Sprintf("%d of 2 Ready", len(podV6))
+		}
+		return ""
+	})
+	slices.Sort(podV6)
+
+	t.Run("pods have an IPv4 and an IPv6 address, primary first", func(t *testing.T) {
+		list, err := c.client.CoreV1().Pods("default").List(ctx, metav1.ListOptions{LabelSelector: "app=web6"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range list.Items {
+			ips := p.Status.PodIPs
+			if len(ips) != 2 || ips[0].IP != p.Status.PodIP ||
+				!topology.PodCIDR(2).Contains(netip.MustParseAddr(ips[0].IP)) ||
+				!topology.PodCIDRV6(2).Contains(netip.MustParseAddr(ips[1].IP)) {
+				t.Errorf("pod %s: podIP %s, podIPs %v; want an address of %s then one of %s", p.Name, p.Status.PodIP, ips, topology.PodCIDR(2), topology.PodCIDRV6(2))
+			}
+		}
+	})
+
+	t.Run("the EndpointSlice controller makes an IPv6 slice of the Pods' IPv6 addresses", func(t *testing.T) {
+		waitDS(t, 20*time.Second, "an IPv6 EndpointSlice listing "+strings.Join(podV6, ", "), func() string {
+			slices6, err := c.client.DiscoveryV1().EndpointSlices("default").List(ctx, metav1.ListOptions{LabelSelector: discoveryv1.LabelServiceName + "=web6"})
+			if err != nil {
+				return err.Error()
+			}
+			var got []string
+			for _, s := range slices6.Items {
+				if s.AddressType != discoveryv1.AddressTypeIPv6 {
+					continue
+				}
+				for _, ep := range s.Endpoints {
+					got = append(got, ep.Addresses...)
+				}
+			}
+			slices.Sort(got)
+			if !slices.Equal(got, podV6) {
+				return fmt.Sprintf("IPv6 slices list %v", got)
+			}
+			return ""
+		})
+	})
+
+	t.Run("a client Pod on another node reaches the IPv6 ClusterIP and is seen by its IPv6 address", func(t *testing.T) {
+		url := "http://[" + clusterIPv6 + "]:80"
+		script := fmt.Sprintf("for i in 1 2 3 4 5 6; do curl -s -g -m 5 %s/hostname; echo; curl -s -g -m 5 %s/clientip; echo; done; sleep 3600", url, url)
+		c.create(t, &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: "client6"},
+			Spec: corev1.PodSpec{NodeSelector: map[string]string{corev1.LabelHostname: "node1"},
+				Containers: []corev1.Container{{Name: "c", Image: "debian", Command: []string{"/bin/sh", "-c", script}}}},
+		})
+		client := c.waitPod(t, "client6", "Running", func(p *corev1.Pod) bool { return p.Status.Phase == corev1.PodRunning })
+		if len(client.Status.PodIPs) != 2 {
+			t.Fatalf("client Pod has podIPs %v", client.Status.PodIPs)
+		}
+		clientV6 := client.Status.PodIPs[1].IP
+		logPath := filepath.Join(sandbox.AgentDataDir(sandbox.StateDir(c.name), 1), "pods", string(client.UID), "c.log")
+		var out string
+		for deadline := time.Now().Add(40 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+			b, _ := os.ReadFile(logPath)
+			if out = string(b); strings.Count(out, "\n") >= 12 {
+				break
+			}
+		}
+		lines := strings.Split(strings.TrimSpace(out), "\n")
+		if len(lines) != 12 {
+			t.Fatalf("client output (want 6 hostname/clientip pairs):\n%s", out)
+		}
+		// In nftables mode Pod-to-Service traffic inside the cluster CIDR is not masqueraded:
+		// the backend sees the client Pod's own IPv6 address. The userspace proxy ends the
+		// client's connection and opens its own from node1, over IPv6 too.
+		wantClient := "[" + clientV6 + "]:"
+		if mode == "userspace" {
+			wantClient = "[" + topology.NodeAddrV6(1).String() + "]:"
+		}
+		backends := map[string]bool{}
+		for i := 0; i < len(lines); i += 2 {
+			if !strings.HasPrefix(lines[i], "web6-") {
+				t.Errorf("/hostname through [%s]:80 answered %q, want a web6 Pod", clusterIPv6, lines[i])
+			}
+			backends[lines[i]] = true
+			if !strings.HasPrefix(lines[i+1], wantClient) {
+				t.Errorf("backend saw the client as %q, want %s<port>", lines[i+1], wantClient)
+			}
+		}
+		t.Logf("backends answering: %v", backends)
+	})
+
+	t.Run("the headless Service's AAAA records list the Pods' IPv6 addresses", func(t *testing.T) {
+		name := "web6-headless.default.svc.cluster.local"
+		ns := topology.NamespaceName(c.name, "node1")
+		waitDS(t, 20*time.Second, "AAAA "+name+" = "+strings.Join(podV6, ", "), func() string {
+			out, err := topology.Command(ctx, ns, "dig", "+short", "+time=2", "+tries=1", "@"+topology.ClusterDNSAddr.String(), name, "AAAA").CombinedOutput()
+			if err != nil {
+				return fmt.Sprintf("dig: %v: %s", err, out)
+			}
+			got := strings.Fields(string(out))
+			slices.Sort(got)
+			if !slices.Equal(got, podV6) {
+				return fmt.Sprintf("dig answered %q", out)
+			}
+			return ""
+		})
+	})
+}
+
+// waitDS is epEventually with the awaited state named in the failure.
+func waitDS(t *testing.T, timeout time.Duration, what string, check func() string) {
+	t.Helper()
+	epEventually(t, timeout, func() string {
+		if msg := check(); msg != "" {
+			return what + ": " + msg
+		}
+		return ""
+	})
+}
