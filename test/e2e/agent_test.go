@@ -39,6 +39,33 @@ type agentCluster struct {
 	client kubernetes.Interface
 }
 
+// podLog waits until done holds for the output of Pod p's container "c", which runs on node
+// n, and returns that output; after timeout it fails t, naming what it waited for.
+func (c *agentCluster) podLog(t *testing.T, n int, p *corev1.Pod, timeout time.Duration, what string, done func(out string) bool) string {
+	t.Helper()
+	path := podLogPath(c.name, n, p)
+	for deadline := time.Now().Add(timeout); ; time.Sleep(100 * time.Millisecond) {
+		b, _ := os.ReadFile(path)
+		if done(string(b)) {
+			return string(b)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not in %v of Pod %s's output:\n%s", what, timeout, p.Name, b)
+		}
+	}
+}
+
+// podLogPath is where the agent of node n in sandbox name keeps the output of Pod p's
+// container "c".
+func podLogPath(name string, n int, p *corev1.Pod) string {
+	return filepath.Join(sandbox.AgentDataDir(sandbox.StateDir(name), n), "pods", string(p.UID), "c.log")
+}
+
+// lineCount is a podLog condition: at least n lines.
+func lineCount(n int) func(string) bool {
+	return func(out string) bool { return strings.Count(out, "\n") >= n }
+}
+
 // upWithAgents brings up a sandbox with agents and takes it down when t ends.
 var sandboxes atomic.Int32
 
@@ -197,14 +224,7 @@ func TestAgentRunsPodsThatReachEachOtherAcrossNodes(t *testing.T) {
 				Containers: []corev1.Container{{Name: "c", Image: "debian", Command: []string{"/bin/sh", "-c", script.String()}}}},
 		})
 		p := c.waitPod(t, "client", "Running", func(p *corev1.Pod) bool { return p.Status.Phase == corev1.PodRunning })
-		logPath := filepath.Join(sandbox.AgentDataDir(sandbox.StateDir(c.name), 1), "pods", string(p.UID), "c.log")
-		var out string
-		for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
-			b, _ := os.ReadFile(logPath)
-			if out = string(b); strings.Count(out, "\n") >= 6 {
-				break
-			}
-		}
+		out := c.podLog(t, 1, p, 15*time.Second, "three /hostname and /clientip answers", lineCount(6))
 		lines := strings.Split(strings.TrimSpace(out), "\n")
 		if len(lines) != 6 {
 			t.Fatalf("client output:\n%s", out)
@@ -322,17 +342,10 @@ func TestAgentRunsPodsThatReachEachOtherAcrossNodes(t *testing.T) {
 					`trap 'echo got SIGTERM; sleep 1; echo exiting; exit 0' TERM; echo started; while :; do sleep 0.1; done`}}}},
 		})
 		p := c.waitPod(t, "slow-stop", "Ready", isReady)
-		logPath := filepath.Join(sandbox.AgentDataDir(sandbox.StateDir(c.name), 2), "pods", string(p.UID), "c.log")
 		// Ready means the process runs, not that the shell has installed its trap yet: a
 		// SIGTERM before that would end it at once, as on any kubelet.
-		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-			if b, _ := os.ReadFile(logPath); strings.Contains(string(b), "started") {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatal("the container never printed 'started'")
-			}
-		}
+		c.podLog(t, 2, p, 10*time.Second, "'started'", func(out string) bool { return strings.Contains(out, "started") })
+		logPath := podLogPath(c.name, 2, p)
 		// svcplane logs finds the Pod's node through the API and prints its container's output.
 		out, err := exec.Command(testserver.Binary(t), "logs", "--sandbox", c.name, "slow-stop").CombinedOutput()
 		if err != nil || !strings.Contains(string(out), "started") {

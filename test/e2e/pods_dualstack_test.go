@@ -211,18 +211,8 @@ func testDualStackPods(t *testing.T, mode string) {
 			t.Fatalf("client Pod has podIPs %v", client.Status.PodIPs)
 		}
 		clientV6 := client.Status.PodIPs[1].IP
-		logPath := filepath.Join(sandbox.AgentDataDir(sandbox.StateDir(c.name), 1), "pods", string(client.UID), "c.log")
-		var out string
-		for deadline := time.Now().Add(40 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
-			b, _ := os.ReadFile(logPath)
-			if out = string(b); strings.Count(out, "\n") >= 12 {
-				break
-			}
-		}
+		out := c.podLog(t, 1, client, 40*time.Second, "six /hostname and /clientip answers", lineCount(12))
 		lines := strings.Split(strings.TrimSpace(out), "\n")
-		if len(lines) != 12 {
-			t.Fatalf("client output (want 6 hostname/clientip pairs):\n%s", out)
-		}
 		// In nftables mode Pod-to-Service traffic inside the cluster CIDR is not masqueraded:
 		// the backend sees the client Pod's own IPv6 address. The userspace proxy ends the
 		// client's connection and opens its own from node1, over IPv6 too.

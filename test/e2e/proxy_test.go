@@ -170,17 +170,7 @@ func testProxyMode(t *testing.T, mode string) {
 				Containers: []corev1.Container{{Name: "c", Image: "debian", Command: []string{"/bin/sh", "-c", script}}}},
 		})
 		p := c.waitPod(t, "client", "Running", func(p *corev1.Pod) bool { return p.Status.Phase == corev1.PodRunning })
-		logPath := filepath.Join(sandbox.AgentDataDir(sandbox.StateDir(c.name), 1), "pods", string(p.UID), "c.log")
-		var out string
-		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-			b, _ := os.ReadFile(logPath)
-			if out = string(b); strings.Contains(out, "done\n") {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("the client Pod did not finish its 21 requests in 30s; output so far:\n%s", out)
-			}
-		}
+		out := c.podLog(t, 1, p, 30*time.Second, "the client's 21 requests", func(out string) bool { return strings.Contains(out, "done\n") })
 		seen := map[string]int{}
 		for _, line := range strings.Split(out, "\n") {
 			if host, ok := strings.CutPrefix(line, "host "); ok {

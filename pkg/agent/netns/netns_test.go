@@ -124,41 +124,10 @@ func TestPodsOnOneBridgeReachEachOtherAndTheGateway(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	var ln net.Listener
-	inNS(t, podA, func() {
-		var err error
-		if ln, err = net.Listen("tcp", ipA.String()+":8080"); err != nil {
-			t.Error(err)
-		}
-	})
-	if ln == nil {
-		t.FailNow()
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			io.WriteString(c, c.RemoteAddr().String())
-			c.Close()
-		}
-	}()
-	for _, from := range []struct{ name, ns, wantIP string }{{"pod b", podB, ipB.String()}, {"node", nodeNS, "10.244.7.1"}} {
-		inNS(t, from.ns, func() {
-			c, err := net.DialTimeout("tcp", ipA.String()+":8080", 5*time.Second)
-			if err != nil {
-				t.Errorf("%s → pod a: %v", from.name, err)
-				return
-			}
-			defer c.Close()
-			b, _ := io.ReadAll(c)
-			if host, _, _ := net.SplitHostPort(string(b)); host != from.wantIP {
-				t.Errorf("%s seen as %q, want %s", from.name, b, from.wantIP)
-			}
-		})
-	}
+	// Pod a sees pod b by its own address, and the node by its bridge address (the source the
+	// node picks for the pod network).
+	expectSeenAs(t, podA, netip.AddrPortFrom(ipA, 8080), map[string]netip.Addr{
+		"pod b": ipB, "node": netip.MustParseAddr("10.244.7.1")}, map[string]string{"pod b": podB, "node": nodeNS})
 	// The Pod's default route points at the bridge.
 	inNS(t, podB, func() {
 		routes, err := netlink.RouteGet(net.IP{10, 250, 0, 2})
@@ -260,43 +229,8 @@ func TestDualStackPodsGetAnAddressPerFamilyAndTalkOverIPv6(t *testing.T) {
 	if err := n.Attach(podB, "uid-b", ipsB); err != nil {
 		t.Fatal(err)
 	}
-	var ln net.Listener
-	inNS(t, podA, func() {
-		if ln, err = net.Listen("tcp", net.JoinHostPort(ipsA[1].String(), "8080")); err != nil {
-			t.Error(err)
-		}
-	})
-	if ln == nil {
-		t.FailNow()
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			io.WriteString(c, c.RemoteAddr().String())
-			c.Close()
-		}
-	}()
-	for _, from := range []struct {
-		name, ns string
-		wantIP   netip.Addr
-	}{{"pod b", podB, ipsB[1]}, {"node", nodeNS, gw6}} {
-		inNS(t, from.ns, func() {
-			c, err := net.DialTimeout("tcp", net.JoinHostPort(ipsA[1].String(), "8080"), 5*time.Second)
-			if err != nil {
-				t.Errorf("%s → pod a over IPv6: %v", from.name, err)
-				return
-			}
-			defer c.Close()
-			b, _ := io.ReadAll(c)
-			if host, _, _ := net.SplitHostPort(string(b)); host != from.wantIP.String() {
-				t.Errorf("%s seen as %q, want %s", from.name, b, from.wantIP)
-			}
-		})
-	}
+	expectSeenAs(t, podA, netip.AddrPortFrom(ipsA[1], 8080), map[string]netip.Addr{
+		"pod b": ipsB[1], "node": gw6}, map[string]string{"pod b": podB, "node": nodeNS})
 	// The Pod's IPv6 default route points at the bridge too.
 	inNS(t, podB, func() {
 		routes, err := netlink.RouteGet(net.ParseIP("fd00:250::2"))
@@ -340,5 +274,47 @@ func TestDualStackAllocationFollowsPodCIDROrderAndIsAllOrNothing(t *testing.T) {
 	n.Release("a")
 	if got := n.Allocations(); len(got) != 0 {
 		t.Errorf("after release: %v", got)
+	}
+}
+
+// expectSeenAs serves at addr in namespace ns, answering each connection with its peer's
+// address, and checks that a connection from each namespace in from is seen with the address
+// want gives for it.
+func expectSeenAs(t *testing.T, ns string, addr netip.AddrPort, want map[string]netip.Addr, from map[string]string) {
+	t.Helper()
+	var ln net.Listener
+	inNS(t, ns, func() {
+		var err error
+		if ln, err = net.Listen("tcp", addr.String()); err != nil {
+			t.Error(err)
+		}
+	})
+	if ln == nil {
+		t.FailNow()
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			io.WriteString(c, c.RemoteAddr().String())
+			c.Close()
+		}
+	}()
+	for name, fromNS := range from {
+		inNS(t, fromNS, func() {
+			c, err := net.DialTimeout("tcp", addr.String(), 5*time.Second)
+			if err != nil {
+				t.Errorf("%s → %s: %v", name, addr, err)
+				return
+			}
+			defer c.Close()
+			b, _ := io.ReadAll(c)
+			if got, err := netip.ParseAddrPort(string(b)); err != nil || got.Addr().Unmap() != want[name] {
+				t.Errorf("%s seen as %q, want %s", name, b, want[name])
+			}
+		})
 	}
 }
