@@ -77,13 +77,21 @@ func upWithAgents(t *testing.T, nodes int) *agentCluster {
 // upWithAgentsAndProxy is upWithAgents with the agents' --proxy-mode ("" is their default).
 func upWithAgentsAndProxy(t *testing.T, nodes int, proxyMode string) *agentCluster {
 	t.Helper()
+	return upSandbox(t, sandbox.UpOptions{Nodes: nodes, ProxyMode: proxyMode})
+}
+
+// upSandbox brings up a sandbox with agents as opts says (its Name, Agent and Executable are
+// filled in here) and takes it down when t ends.
+func upSandbox(t *testing.T, opts sandbox.UpOptions) *agentCluster {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("runs a sandbox with node agents; skipped with -short")
 	}
 	netns.Require(t)
-	bin := testserver.Binary(t)
+	nodes := opts.Nodes
 	// One sandbox per call: a name is locked until its creator exits.
 	name := fmt.Sprintf("agt%d-%d", os.Getpid(), sandboxes.Add(1))
+	opts.Name, opts.Agent, opts.Executable = name, true, testserver.Binary(t)
 	t.Cleanup(func() {
 		if t.Failed() {
 			for n := 1; n <= nodes; n++ {
@@ -95,7 +103,7 @@ func upWithAgentsAndProxy(t *testing.T, nodes int, proxyMode string) *agentClust
 			t.Errorf("sandbox down: %v", err)
 		}
 	})
-	st, err := sandbox.Up(context.Background(), sandbox.UpOptions{Name: name, Nodes: nodes, Agent: true, ProxyMode: proxyMode, Executable: bin})
+	st, err := sandbox.Up(context.Background(), opts)
 	if err != nil {
 		t.Fatal(err)
 	}

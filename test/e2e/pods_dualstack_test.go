@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -22,49 +21,18 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/svcplane/svcplane/pkg/sandbox"
 	"github.com/svcplane/svcplane/pkg/sandbox/topology"
-	"github.com/svcplane/svcplane/test/netns"
-	"github.com/svcplane/svcplane/test/testserver"
 )
 
-// upDualStack is upWithAgentsAndProxy for a dual-stack sandbox of two nodes.
+// upDualStack brings up a dual-stack sandbox of two nodes with agents in proxyMode.
 func upDualStack(t *testing.T, proxyMode string) *agentCluster {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("runs a dual-stack sandbox with node agents; skipped with -short")
-	}
-	netns.Require(t)
-	bin := testserver.Binary(t)
-	name := fmt.Sprintf("ds%d-%d", os.Getpid(), sandboxes.Add(1))
-	const nodes = 2
-	t.Cleanup(func() {
-		if t.Failed() {
-			for n := 1; n <= nodes; n++ {
-				b, _ := os.ReadFile(filepath.Join(sandbox.StateDir(name), fmt.Sprintf("agent-node%d.log", n)))
-				t.Logf("agent-node%d.log:\n%s", n, lastLines(string(b), 30))
-			}
-		}
-		if err := sandbox.Down(context.Background(), name, nil); err != nil {
-			t.Errorf("sandbox down: %v", err)
-		}
-	})
 	if _, err := os.Stat("/proc/net/if_inet6"); err != nil {
 		t.Skipf("the kernel has no IPv6: %v", err)
 	}
-	st, err := sandbox.Up(context.Background(), sandbox.UpOptions{Name: name, Nodes: nodes, Agent: true, ProxyMode: proxyMode, DualStack: true, Executable: bin})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := clientcmd.BuildConfigFromFlags("", st.Kubeconfig)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.QPS, cfg.Burst = 200, 400
-	return &agentCluster{name: name, state: st, client: kubernetes.NewForConfigOrDie(cfg)}
+	return upSandbox(t, sandbox.UpOptions{Nodes: 2, ProxyMode: proxyMode, DualStack: true})
 }
 
 func TestDualStackPodsServeIPv6ServicesAcrossNodes(t *testing.T) {
@@ -200,6 +168,16 @@ func testDualStackPods(t *testing.T, mode string) {
 
 	t.Run("a client Pod on another node reaches the IPv6 ClusterIP and is seen by its IPv6 address", func(t *testing.T) {
 		url := "http://[" + clusterIPv6 + "]:80"
+		// node1's proxy programs the Service a moment after it is created; the client's
+		// requests are to test the Pod's path, not that race.
+		node1 := topology.NamespaceName(c.name, "node1")
+		waitDS(t, 20*time.Second, "node1's proxy serving "+url, func() string {
+			out, err := topology.Command(ctx, node1, "curl", "-s", "-g", "-m", "2", url+"/hostname").CombinedOutput()
+			if err != nil || !strings.HasPrefix(string(out), "web6-") {
+				return fmt.Sprintf("curl: %v: %q", err, out)
+			}
+			return ""
+		})
 		script := fmt.Sprintf("for i in 1 2 3 4 5 6; do curl -s -g -m 5 %s/hostname; echo; curl -s -g -m 5 %s/clientip; echo; done; sleep 3600", url, url)
 		c.create(t, &corev1.Pod{
 			ObjectMeta: metav1.ObjectMeta{Name: "client6"},
@@ -212,7 +190,11 @@ func testDualStackPods(t *testing.T, mode string) {
 		}
 		clientV6 := client.Status.PodIPs[1].IP
 		out := c.podLog(t, 1, client, 40*time.Second, "six /hostname and /clientip answers", lineCount(12))
-		lines := strings.Split(strings.TrimSpace(out), "\n")
+		// A failed request leaves an empty line: keep them, so the pairs stay aligned.
+		lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+		if len(lines) != 12 {
+			t.Fatalf("client output, want 12 lines:\n%s", out)
+		}
 		// In nftables mode Pod-to-Service traffic inside the cluster CIDR is not masqueraded:
 		// the backend sees the client Pod's own IPv6 address. The userspace proxy ends the
 		// client's connection and opens its own from node1, over IPv6 too.
