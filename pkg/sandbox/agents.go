@@ -23,7 +23,8 @@ import (
 // network, asks for the pod CIDR its pod bridge already carries, and keeps its state (Pod
 // records, logs, address allocations) in the state directory, where `down` removes it.
 // netnsName makes the agent refuse to run anywhere but in its node's namespace. A dual-stack
-// agent asks for an IPv6 pod CIDR too, and its proxy gets the IPv6 ranges.
+// agent gets its IPv6 node address and asks for an IPv6 pod CIDR too, and its proxy gets the
+// IPv6 ranges.
 func agentArgs(stateDir string, n int, token, netnsName, proxyMode string, dualStack bool) []string {
 	args := []string{"agent",
 		"--server", "https://" + topology.ControlPlaneAddr.String() + ":" + strconv.Itoa(topology.APIServerPort),
@@ -31,7 +32,7 @@ func agentArgs(stateDir string, n int, token, netnsName, proxyMode string, dualS
 		"--token", token,
 		"--node-name", topology.NodeMember(n),
 		"--netns", netnsName,
-		"--node-ip", topology.NodeAddr(n).String(),
+		"--node-ip", nodeIPs(n, dualStack),
 		"--pod-cidr", podCIDRs(n, dualStack),
 		"--pod-bridge", topology.PodBridgeName,
 		"--cluster-dns", topology.ClusterDNSAddr.String(),
@@ -46,6 +47,14 @@ func agentArgs(stateDir string, n int, token, netnsName, proxyMode string, dualS
 			"--service-cluster-ip-range", dualStackServiceCIDRs())
 	}
 	return args
+}
+
+// nodeIPs is node n's --node-ip: its IPv4 address, and in a dual-stack sandbox its IPv6 one.
+func nodeIPs(n int, dualStack bool) string {
+	if dualStack {
+		return topology.NodeAddr(n).String() + "," + topology.NodeAddrV6(n).String()
+	}
+	return topology.NodeAddr(n).String()
 }
 
 // podCIDRs is node n's --pod-cidr: its IPv4 /24, and in a dual-stack sandbox its IPv6 /64.

@@ -5,7 +5,7 @@ import (
 	"testing"
 )
 
-func TestAgentArgsOfAnIPv4SandboxAreUnchangedAndDualStackAddsIPv6Ranges(t *testing.T) {
+func TestAgentArgsOfAnIPv4SandboxAreUnchangedAndDualStackAddsIPv6AddressesAndRanges(t *testing.T) {
 	v4 := strings.Join(agentArgs("/s", 2, "T", "svp-x-node2", "", false), " ")
 	want := "agent --server https://10.250.0.2:6443 --certificate-authority /s/data/pki/ca.crt --token T" +
 		" --node-name node2 --netns svp-x-node2 --node-ip 10.250.0.12 --pod-cidr 10.244.2.0/24" +
@@ -15,6 +15,7 @@ func TestAgentArgsOfAnIPv4SandboxAreUnchangedAndDualStackAddsIPv6Ranges(t *testi
 	}
 	dual := strings.Join(agentArgs("/s", 2, "T", "svp-x-node2", "userspace", true), " ")
 	for _, w := range []string{
+		"--node-ip 10.250.0.12,fd00:250::c ",
 		"--pod-cidr 10.244.2.0/24,fd00:244:0:2::/64 ",
 		"--proxy-mode userspace",
 		"--cluster-cidr 10.244.0.0/16,fd00:244::/56",

@@ -58,6 +58,28 @@ func testDualStackPods(t *testing.T, mode string) {
 		}
 	})
 
+	t.Run("nodes have an InternalIP per family, IPv4 first", func(t *testing.T) {
+		for n := 1; n <= 2; n++ {
+			want := []string{topology.NodeAddr(n).String(), topology.NodeAddrV6(n).String()}
+			waitDS(t, 20*time.Second, fmt.Sprintf("node%d InternalIPs %v", n, want), func() string {
+				node, err := c.client.CoreV1().Nodes().Get(ctx, topology.NodeMember(n), metav1.GetOptions{})
+				if err != nil {
+					return err.Error()
+				}
+				var got []string
+				for _, a := range node.Status.Addresses {
+					if a.Type == corev1.NodeInternalIP {
+						got = append(got, a.Address)
+					}
+				}
+				if !slices.Equal(got, want) {
+					return fmt.Sprintf("addresses %v", node.Status.Addresses)
+				}
+				return ""
+			})
+		}
+	})
+
 	labels := map[string]string{"app": "web6"}
 	replicas := int32(2)
 	if _, err := c.client.AppsV1().Deployments("default").Create(ctx, &appsv1.Deployment{
@@ -128,12 +150,16 @@ func testDualStackPods(t *testing.T, mode string) {
 	})
 	slices.Sort(podV6)
 
-	t.Run("pods have an IPv4 and an IPv6 address, primary first", func(t *testing.T) {
+	t.Run("pods have an IPv4 and an IPv6 address, primary first, and their node's IPs as hostIPs", func(t *testing.T) {
 		list, err := c.client.CoreV1().Pods("default").List(ctx, metav1.ListOptions{LabelSelector: "app=web6"})
 		if err != nil {
 			t.Fatal(err)
 		}
+		wantHost := []corev1.HostIP{{IP: topology.NodeAddr(2).String()}, {IP: topology.NodeAddrV6(2).String()}}
 		for _, p := range list.Items {
+			if p.Status.HostIP != wantHost[0].IP || !slices.Equal(p.Status.HostIPs, wantHost) {
+				t.Errorf("pod %s: hostIP %s, hostIPs %v; want node2's %v", p.Name, p.Status.HostIP, p.Status.HostIPs, wantHost)
+			}
 			ips := p.Status.PodIPs
 			if len(ips) != 2 || ips[0].IP != p.Status.PodIP ||
 				!topology.PodCIDR(2).Contains(netip.MustParseAddr(ips[0].IP)) ||
@@ -178,23 +204,29 @@ func testDualStackPods(t *testing.T, mode string) {
 			}
 			return ""
 		})
-		script := fmt.Sprintf("for i in 1 2 3 4 5 6; do curl -s -g -m 5 %s/hostname; echo; curl -s -g -m 5 %s/clientip; echo; done; sleep 3600", url, url)
+		// The first line is the downward API's status.hostIPs.
+		script := fmt.Sprintf("echo \"$HOST_IPS\"; for i in 1 2 3 4 5 6; do curl -s -g -m 5 %s/hostname; echo; curl -s -g -m 5 %s/clientip; echo; done; sleep 3600", url, url)
 		c.create(t, &corev1.Pod{
 			ObjectMeta: metav1.ObjectMeta{Name: "client6"},
 			Spec: corev1.PodSpec{NodeSelector: map[string]string{corev1.LabelHostname: "node1"},
-				Containers: []corev1.Container{{Name: "c", Image: "debian", Command: []string{"/bin/sh", "-c", script}}}},
+				Containers: []corev1.Container{{Name: "c", Image: "debian", Command: []string{"/bin/sh", "-c", script},
+					Env: []corev1.EnvVar{{Name: "HOST_IPS", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "status.hostIPs"}}}}}}},
 		})
 		client := c.waitPod(t, "client6", "Running", func(p *corev1.Pod) bool { return p.Status.Phase == corev1.PodRunning })
 		if len(client.Status.PodIPs) != 2 {
 			t.Fatalf("client Pod has podIPs %v", client.Status.PodIPs)
 		}
 		clientV6 := client.Status.PodIPs[1].IP
-		out := c.podLog(t, 1, client, 40*time.Second, "six /hostname and /clientip answers", lineCount(12))
+		out := c.podLog(t, 1, client, 40*time.Second, "hostIPs and six /hostname and /clientip answers", lineCount(13))
 		// A failed request leaves an empty line: keep them, so the pairs stay aligned.
 		lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
-		if len(lines) != 12 {
-			t.Fatalf("client output, want 12 lines:\n%s", out)
+		if len(lines) != 13 {
+			t.Fatalf("client output, want 13 lines:\n%s", out)
 		}
+		if want := topology.NodeAddr(1).String() + "," + topology.NodeAddrV6(1).String(); lines[0] != want {
+			t.Errorf("$HOST_IPS (status.hostIPs) is %q, want %q", lines[0], want)
+		}
+		lines = lines[1:]
 		// In nftables mode Pod-to-Service traffic inside the cluster CIDR is not masqueraded:
 		// the backend sees the client Pod's own IPv6 address. The userspace proxy ends the
 		// client's connection and opens its own from node1, over IPv6 too.
@@ -213,6 +245,35 @@ func testDualStackPods(t *testing.T, mode string) {
 			}
 		}
 		t.Logf("backends answering: %v", backends)
+	})
+
+	t.Run("a NodePort answers from outside on a node's IPv6 node IP, not on its pod bridge", func(t *testing.T) {
+		np, err := c.client.CoreV1().Services("default").Create(ctx, &corev1.Service{
+			ObjectMeta: metav1.ObjectMeta{Name: "web6-np"},
+			Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeNodePort, Selector: labels, IPFamilyPolicy: &require,
+				Ports: []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromInt32(8080)}}},
+		}, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := fmt.Sprint(np.Spec.Ports[0].NodePort)
+		ext := topology.NamespaceName(c.name, topology.MemberExternal)
+		url := "http://[" + topology.NodeAddrV6(2).String() + "]:" + port + "/hostname"
+		waitDS(t, 20*time.Second, "ext reaching "+url, func() string {
+			out, err := topology.Command(ctx, ext, "curl", "-s", "-g", "-m", "2", url).CombinedOutput()
+			if err != nil || !strings.HasPrefix(string(out), "web6-") {
+				return fmt.Sprintf("curl: %v: %q", err, out)
+			}
+			return ""
+		})
+		// node2's pod bridge address is a global IPv6 address of node2 too, reachable from
+		// node1 (which routes node2's pod CIDR to it); NodePorts must not answer there, as
+		// upstream's kube-proxy answers on the node's primary IPs only.
+		gateway := "http://[" + topology.PodGatewayV6(2).String() + "]:" + port + "/hostname"
+		node1 := topology.NamespaceName(c.name, "node1")
+		if out, err := topology.Command(ctx, node1, "curl", "-s", "-g", "-m", "2", gateway).CombinedOutput(); err == nil {
+			t.Errorf("the NodePort answered on node2's pod bridge, %s: %q", gateway, out)
+		}
 	})
 
 	t.Run("the headless Service's AAAA records list the Pods' IPv6 addresses", func(t *testing.T) {

@@ -33,7 +33,9 @@ import (
 // Config is what the agent is built from.
 type Config struct {
 	NodeName string
-	NodeIP   netip.Addr
+	// NodeIPs are the node's addresses (at least one; one per IP family at most), primary
+	// first: the Pods' status.hostIPs (status.hostIP is the first).
+	NodeIPs []netip.Addr
 	// DataDir keeps Pod records, logs and resolv.conf files.
 	DataDir string
 	Client  kubernetes.Interface

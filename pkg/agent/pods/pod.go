@@ -316,7 +316,10 @@ func (a *Agent) containerEnv(pod *corev1.Pod, c *corev1.Container, serviceEnv []
 		case "spec.serviceAccountName":
 			return pod.Spec.ServiceAccountName
 		case "status.hostIP":
-			return a.cfg.NodeIP.String()
+			return a.cfg.NodeIPs[0].String()
+		case "status.hostIPs":
+			// As the kubelet: every node IP, primary first, comma-separated.
+			return strings.Join(addrStrings(a.cfg.NodeIPs), ",")
 		case "status.podIP":
 			if len(ips) > 0 {
 				return ips[0].String()

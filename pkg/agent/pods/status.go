@@ -87,8 +87,8 @@ func (pr *podRuntime) computeStatus(old corev1.PodStatus) corev1.PodStatus {
 	defer pr.mu.Unlock()
 	pod := pr.pod
 	st := corev1.PodStatus{
-		HostIP:    a.cfg.NodeIP.String(),
-		HostIPs:   []corev1.HostIP{{IP: a.cfg.NodeIP.String()}},
+		HostIP:    a.cfg.NodeIPs[0].String(),
+		HostIPs:   hostIPs(a.cfg.NodeIPs),
 		PodIP:     pr.ip.String(),
 		PodIPs:    podIPs(pr.ips),
 		StartTime: &metav1.Time{Time: pr.startTime.Truncate(time.Second)},
@@ -208,6 +208,15 @@ func terminated(e *runtime.Exit, started time.Time) *corev1.ContainerStateTermin
 		t.Reason = "Error"
 	}
 	return t
+}
+
+// hostIPs lists the node's addresses as status.hostIPs, primary (status.hostIP) first.
+func hostIPs(ips []netip.Addr) []corev1.HostIP {
+	out := make([]corev1.HostIP, 0, len(ips))
+	for _, ip := range ips {
+		out = append(out, corev1.HostIP{IP: ip.String()})
+	}
+	return out
 }
 
 // podIPs lists a Pod's addresses as status.podIPs: primary (status.podIP) first, then the

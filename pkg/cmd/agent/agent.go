@@ -64,8 +64,8 @@ type Options struct {
 	// AnnounceBeaconInterval is how often the announcer tells the other nodes it is alive.
 	AnnounceBeaconInterval time.Duration
 
-	nodeIP   netip.Addr
-	podCIDRs []string // --pod-cidr split: what spec.podCIDRs must be
+	nodeIPs  []netip.Addr // --node-ip, primary first: the Node's InternalIPs, Pods' hostIPs
+	podCIDRs []string     // --pod-cidr split: what spec.podCIDRs must be
 }
 
 // NewCommand returns `svcplane agent`.
@@ -114,7 +114,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.CAFile, "certificate-authority", o.CAFile, "CA bundle that signed the API server's certificate; without it the server is not verified.")
 	fs.StringVar(&o.Kubeconfig, "kubeconfig", o.Kubeconfig, "Kubeconfig to reach the API server with, instead of --server and --token.")
 	fs.StringVar(&o.NodeName, "node-name", o.NodeName, "Name of this Node; default the host name.")
-	fs.StringVar(&o.NodeIP, "node-ip", o.NodeIP, "Address other nodes reach this one at; default the first non-loopback IPv4 address.")
+	fs.StringVar(&o.NodeIP, "node-ip", o.NodeIP, "Address other nodes reach this one at, or one per IP family (10.250.0.11,fd00:250::b; the first is the primary): the Node's InternalIPs, the Pods' hostIPs and the addresses NodePorts answer on; default the first non-loopback IPv4 address.")
 	fs.StringVar(&o.PodCIDR, "pod-cidr", o.PodCIDR, "Ask for this pod CIDR, or one per IP family (10.244.1.0/24,fd00:244:0:1::/64; the first is the primary), when registering (the IPv4 one must match the pod bridge; the bridge gets the IPv6 one's first address); default: wait for the server's node-ipam controller to assign them.")
 	fs.StringVar(&o.PodBridge, "pod-bridge", o.PodBridge, "Bridge Pods are attached to; it must exist and carry the gateway address of the pod CIDR.")
 	fs.StringVar(&o.DataDir, "data-dir", o.DataDir, "Directory for Pod state, logs and address allocations; keep it across restarts.")
@@ -139,13 +139,13 @@ func (o *Options) Complete() error {
 		if err != nil {
 			return err
 		}
-		o.nodeIP = ip
+		o.nodeIPs = []netip.Addr{ip}
 	} else {
-		ip, err := netip.ParseAddr(o.NodeIP)
+		ips, err := parseNodeIPs(o.NodeIP)
 		if err != nil {
-			return fmt.Errorf("--node-ip %q is not an IP address", o.NodeIP)
+			return fmt.Errorf("--node-ip %q: %w", o.NodeIP, err)
 		}
-		o.nodeIP = ip
+		o.nodeIPs = ips
 	}
 	return nil
 }
@@ -176,8 +176,12 @@ func (o *Options) Validate() error {
 			errs = append(errs, err)
 		}
 	}
-	if o.NodeIP != "" && !isLocalAddress(o.nodeIP) {
-		errs = append(errs, fmt.Errorf("--node-ip %s is not an address of this host (wrong network namespace?)", o.nodeIP))
+	if o.NodeIP != "" {
+		for _, ip := range o.nodeIPs {
+			if !isLocalAddress(ip) {
+				errs = append(errs, fmt.Errorf("--node-ip %s is not an address of this host (wrong network namespace?)", ip))
+			}
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -270,7 +274,7 @@ func (o *Options) Run(ctx context.Context) error {
 		return fmt.Errorf("finding the svcplane binary: %w", err)
 	}
 	agent := pods.New(pods.Config{
-		NodeName: o.NodeName, NodeIP: o.nodeIP, DataDir: o.DataDir, Client: client,
+		NodeName: o.NodeName, NodeIPs: o.nodeIPs, DataDir: o.DataDir, Client: client,
 		Network: network, Runtime: &runtime.Runtime{Init: []string{exe, "agent", "pod-init"}},
 		TestServer: []string{exe, "testserver"},
 		ClusterDNS: o.ClusterDNS, ClusterDomain: o.ClusterDomain,
@@ -284,7 +288,7 @@ func (o *Options) Run(ctx context.Context) error {
 		defer close(announcerDone)
 		errc <- o.runAnnouncer(ctx, client)
 	}()
-	klog.InfoS("agent running", "node", o.NodeName, "nodeIP", o.nodeIP, "podCIDRs", podCIDRs)
+	klog.InfoS("agent running", "node", o.NodeName, "nodeIPs", o.nodeIPs, "podCIDRs", podCIDRs)
 	select {
 	case err := <-errc:
 		return err
@@ -404,11 +408,14 @@ func (o *Options) nodeStatus(old []corev1.NodeCondition, now time.Time) corev1.N
 			transition = c.LastTransitionTime
 		}
 	}
+	// An InternalIP per node IP, primary first, as kubelet lists them.
+	var addresses []corev1.NodeAddress
+	for _, ip := range o.nodeIPs {
+		addresses = append(addresses, corev1.NodeAddress{Type: corev1.NodeInternalIP, Address: ip.String()})
+	}
+	addresses = append(addresses, corev1.NodeAddress{Type: corev1.NodeHostName, Address: o.NodeName})
 	return corev1.NodeStatus{
-		Addresses: []corev1.NodeAddress{
-			{Type: corev1.NodeInternalIP, Address: o.nodeIP.String()},
-			{Type: corev1.NodeHostName, Address: o.NodeName},
-		},
+		Addresses: addresses,
 		Conditions: []corev1.NodeCondition{{
 			Type: corev1.NodeReady, Status: corev1.ConditionTrue, Reason: "KubeletReady",
 			Message:           "svcplane agent is posting ready status",

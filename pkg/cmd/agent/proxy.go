@@ -17,8 +17,8 @@ func (o *Options) addProxyFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.ProxyMode, "proxy-mode", o.ProxyMode, "Service proxy run by the agent: nftables, userspace, or none (run `svcplane proxy` separately, or no proxy).")
 	fs.StringVar(&o.ClusterCIDR, "cluster-cidr", o.ClusterCIDR, "Pod address range of the cluster, or one per IP family (v4,v6): the proxy masquerades Service traffic from outside its family's range. An IPv6 range makes IPv6 Services required.")
 	fs.StringSliceVar(&o.ServiceCIDRs, "service-cluster-ip-range", o.ServiceCIDRs, "ClusterIP ranges, as the server's --service-cluster-ip-range (the userspace mode routes them locally).")
-	fs.BoolVar(&o.AnnounceLoadBalancers, "announce-load-balancers", o.AnnounceLoadBalancers, "Answer ARP (IPv4) and NDP (IPv6) on the --node-ip interface for the LoadBalancer addresses this node is chosen to announce (L2 mode).")
-	fs.DurationVar(&o.AnnounceBeaconInterval, "announce-beacon-interval", o.AnnounceBeaconInterval, "How often the announcer broadcasts on the --node-ip interface that it is alive; the other nodes take its LoadBalancer addresses over 4 intervals after its last beacon (at once when it stops cleanly).")
+	fs.BoolVar(&o.AnnounceLoadBalancers, "announce-load-balancers", o.AnnounceLoadBalancers, "Answer ARP (IPv4) and NDP (IPv6) on the interface of the (first) --node-ip for the LoadBalancer addresses this node is chosen to announce (L2 mode).")
+	fs.DurationVar(&o.AnnounceBeaconInterval, "announce-beacon-interval", o.AnnounceBeaconInterval, "How often the announcer broadcasts on the interface of the (first) --node-ip that it is alive; the other nodes take its LoadBalancer addresses over 4 intervals after its last beacon (at once when it stops cleanly).")
 	fs.StringVar(&o.Scheduler, "scheduler", o.Scheduler, "Userspace proxy mode: default scheduler (rr, wrr, lc, wlc, sed, nq, dh, sh, random).")
 }
 
@@ -45,10 +45,9 @@ func (o *Options) runProxy(ctx context.Context, client kubernetes.Interface) err
 	return app.Run(ctx, app.Config{
 		Client: client, NodeName: o.NodeName, Mode: o.ProxyMode, ClusterCIDRs: clusterCIDRs,
 		ServiceCIDRs: serviceCIDRs, Scheduler: o.Scheduler,
-		// IPv4 NodePorts answer on the node address (upstream's "primary" default), not on
-		// the pod bridge's gateway; IPv6 ones, with no IPv6 prefix given, on every global
-		// IPv6 address of the node.
-		NodePortAddresses: []netip.Prefix{netip.PrefixFrom(o.nodeIP, o.nodeIP.BitLen())},
+		// NodePorts answer on the node IPs (upstream's "primary" default), not on the pod
+		// bridge's gateways.
+		NodePortAddresses: nodePortPrefixes(o.nodeIPs),
 		HealthzAddress:    "0.0.0.0:10256",
 		MinSyncPeriod:     100 * time.Millisecond, SyncPeriod: time.Hour,
 	})
@@ -62,7 +61,9 @@ func (o *Options) runAnnouncer(ctx context.Context, client kubernetes.Interface)
 		<-ctx.Done()
 		return nil
 	}
-	err := announce.Run(ctx, announce.Config{Client: client, NodeName: o.NodeName, NodeIP: o.nodeIP,
+	// Both families are announced on one interface: the primary node IP's (a second node IP
+	// is normally on the same link).
+	err := announce.Run(ctx, announce.Config{Client: client, NodeName: o.NodeName, NodeIP: o.nodeIPs[0],
 		NodeGracePeriod: 3 * o.HeartbeatInterval, BeaconInterval: o.AnnounceBeaconInterval, StrictARP: true})
 	if err != nil {
 		return fmt.Errorf("announcing LoadBalancer addresses: %w", err)
