@@ -381,7 +381,7 @@ func parsePodCIDRs(list []string) ([]netip.Prefix, error) {
 func warnIfNoIPv6Forwarding() {
 	b, err := os.ReadFile("/proc/sys/net/ipv6/conf/all/forwarding")
 	if err == nil && strings.TrimSpace(string(b)) != "1" {
-		klog.InfoS("warning: IPv6 forwarding is off in this network namespace, so Pods' IPv6 traffic to other nodes is not routed; set net.ipv6.conf.all.forwarding=1")
+		klog.Warning("IPv6 forwarding is off in this network namespace, so Pods' IPv6 traffic to other nodes is not routed; set net.ipv6.conf.all.forwarding=1")
 	}
 }
 
