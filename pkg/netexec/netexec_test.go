@@ -132,21 +132,31 @@ func TestForImage(t *testing.T) {
 	}
 }
 
-func TestShutdownDelayKeepsServingWhileFailingReadiness(t *testing.T) {
-	s, err := Listen(Config{Hostname: "pod-c", Address: "127.0.0.1", Ports: []int{0}, ShutdownDelay: 500 * time.Millisecond})
+// serve runs a server for cfg until stop is called (what SIGTERM does to `svcplane
+// testserver`); done closes when Serve has returned.
+func serve(t *testing.T, cfg Config) (s *Server, stop func(), done <-chan struct{}) {
+	t.Helper()
+	s, err := Listen(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { s.Serve(ctx); close(done) }()
+	served := make(chan struct{})
+	go func() { s.Serve(ctx); close(served) }()
+	t.Cleanup(func() { cancel(); <-served })
+	return s, cancel, served
+}
+
+func TestShutdownDelayKeepsServingWhileFailingReadiness(t *testing.T) {
+	// The delay is long enough that the checks below finish inside it on a loaded machine.
+	s, cancel, done := serve(t, Config{Hostname: "pod-c", Address: "127.0.0.1", Ports: []int{0}, ShutdownDelay: 2 * time.Second})
 	base := "http://" + s.Addrs()[0].String()
 	if code, _ := get(t, "GET", base+"/healthz"); code != 200 {
 		t.Fatalf("/healthz before SIGTERM = %d", code)
 	}
 	cancel() // what SIGTERM does to `svcplane testserver`
 	code := 0
-	for deadline := time.Now().Add(400 * time.Millisecond); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+	for deadline := time.Now().Add(time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
 		if code, _ = get(t, "GET", base+"/healthz"); code == http.StatusServiceUnavailable {
 			break
 		}
@@ -166,8 +176,8 @@ func TestShutdownDelayKeepsServingWhileFailingReadiness(t *testing.T) {
 	}
 	select {
 	case <-done:
-	case <-time.After(5 * time.Second):
-		t.Fatal("Serve still running 5s after a 500ms delay")
+	case <-time.After(10 * time.Second):
+		t.Fatal("Serve still running 10s after a 2s delay")
 	}
 	if _, err := net.DialTimeout("tcp", s.Addrs()[0].String(), time.Second); err == nil {
 		t.Error("still accepting connections after the delay")
@@ -195,13 +205,7 @@ func (b *lockedBuffer) String() string {
 // The log is what `svcplane logs` shows of a test Pod: start, requests (not probes), stop.
 func TestLogShowsStartRequestsAndStop(t *testing.T) {
 	var log lockedBuffer
-	s, err := Listen(Config{Address: "127.0.0.1", Ports: []int{0}, Log: &log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { s.Serve(ctx); close(done) }()
+	s, cancel, done := serve(t, Config{Address: "127.0.0.1", Ports: []int{0}, Log: &log})
 	base := "http://" + s.Addrs()[0].String()
 	get(t, "GET", base+"/hostname")
 	get(t, "GET", base+"/healthz")

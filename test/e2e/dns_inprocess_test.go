@@ -5,8 +5,6 @@ package e2e
 
 import (
 	"context"
-	"fmt"
-	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
@@ -24,18 +22,8 @@ import (
 // open on the API — it lists and watches the server's watch caches in-process — as the API
 // server's own /metrics show (apiserver_longrunning_requests counts the open watches).
 func TestDNSEmbeddedReadsTheServersStorageInProcess(t *testing.T) {
-	if _, err := exec.LookPath("dig"); err != nil {
-		t.Skip("dig not installed (Debian package dnsutils)")
-	}
-	c := &dnsCluster{port: freeLoopbackPort(t), healthPort: freeLoopbackPort(t), upstream: startFakeUpstream(t)}
-	c.srv = testserver.Start(t, testserver.Options{Args: []string{
-		"--dns-listen", fmt.Sprintf("127.0.0.1:%d", c.port),
-		"--dns-upstream", c.upstream.addr,
-		"--dns-health-listen", fmt.Sprintf("127.0.0.1:%d", c.healthPort),
-		// Verified pod records make the DNS server watch Pods too.
-		"--dns-pod-records", "verified",
-	}})
-	c.waitReady(t)
+	// Verified pod records make the DNS server watch Pods too.
+	c := startDNSCluster(t, "--dns-pod-records", "verified")
 	client := c.srv.Client
 	mustCreate(t, client.CoreV1().Namespaces().Create, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: dnsTestNS}})
 

@@ -143,17 +143,19 @@ type dnsCluster struct {
 	upstream   *fakeUpstream
 }
 
-func startDNSCluster(t *testing.T) *dnsCluster {
+// startDNSCluster starts a server whose DNS server listens on loopback and forwards to a fake
+// upstream; extraArgs are more `svcplane server` flags.
+func startDNSCluster(t *testing.T, extraArgs ...string) *dnsCluster {
 	t.Helper()
 	if _, err := exec.LookPath("dig"); err != nil {
 		t.Skip("dig not installed (Debian package dnsutils)")
 	}
 	c := &dnsCluster{port: freeLoopbackPort(t), healthPort: freeLoopbackPort(t), upstream: startFakeUpstream(t)}
-	c.srv = testserver.Start(t, testserver.Options{Args: []string{
+	c.srv = testserver.Start(t, testserver.Options{Args: append([]string{
 		"--dns-listen", fmt.Sprintf("127.0.0.1:%d", c.port),
 		"--dns-upstream", c.upstream.addr,
 		"--dns-health-listen", fmt.Sprintf("127.0.0.1:%d", c.healthPort),
-	}})
+	}, extraArgs...)})
 	c.waitReady(t)
 	return c
 }
