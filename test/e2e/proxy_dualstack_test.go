@@ -3,9 +3,10 @@ package e2e
 // Dual-stack Services through either proxy mode. No agent runs here (dual-stack Pods are
 // tested in pods_dualstack_test.go), so the backends are plain sockets in the ext namespace,
 // named by hand-made EndpointSlices of both address types; everything else is real: a
-// dual-stack `svcplane server` allocating the ClusterIPs, `svcplane proxy` in node1 (nftables mode: the ip and ip6 svcplane
-// tables; userspace mode: a Proxier per family, listening on the ClusterIPs of its family with
-// the family's service range routed locally), and TCP connections from node1 through it.
+// dual-stack `svcplane server` allocating the ClusterIPs, `svcplane proxy` in node1 (nftables
+// mode: the ip and ip6 svcplane tables; userspace mode: a Proxier per family, listening on the
+// ClusterIPs of its family with the family's service range routed locally), and TCP
+// connections from node1 through it.
 
 import (
 	"bufio"
@@ -36,16 +37,18 @@ import (
 	"github.com/svcplane/svcplane/test/testserver"
 )
 
-// The IPv6 plan of this test, all unique-local (fd00::/8): node1 and ext share the node
-// network's bridge, as their IPv4 addresses do.
-const (
-	dsNode1V6       = "fd00:250::11"
-	dsExtV6         = "fd00:250::c8"
-	dsServiceV6CIDR = "fd00:96::/112"
+// The IPv6 plan is the dual-stack topology's (pkg/sandbox/topology, plan.go), whose nodes
+// also route its IPv6 Service range, as the IPv4 one: a packet needs a route before the nat
+// output hook rewrites its destination. (The userspace mode's local route for the range, in
+// table local, is looked up before it.)
+var (
+	dsExtV6         = topology.ExternalAddrV6.String()
+	dsServiceV6CIDR = topology.ServiceCIDRV6.String()
 	dsServiceRange  = "10.96.0.0/16," + dsServiceV6CIDR
-	dsClusterCIDRs  = "10.244.0.0/16,fd00:244::/56"
-	dsBackendPort   = 8080
+	dsClusterCIDRs  = topology.ClusterCIDR.String() + "," + topology.ClusterCIDRV6.String()
 )
+
+const dsBackendPort = 8080
 
 // TestProxyDualStackServices runs one scenario against both proxy modes.
 func TestProxyDualStackServices(t *testing.T) {
@@ -61,24 +64,8 @@ func testProxyDualStack(t *testing.T, mode string) {
 	if _, err := exec.LookPath("nft"); err != nil && mode == "nftables" {
 		t.Skip("needs the nft command to list the ip6 table")
 	}
-	c := netns.New(t, netns.Config{Nodes: 1})
+	c := netns.New(t, netns.Config{Nodes: 1, DualStack: true})
 	node, ext := netns.Node(1), netns.External
-	// nodad: usable at once, no duplicate-address detection wait. The route sends ClusterIPs
-	// of the IPv6 range out of eth0, as the topology routes the IPv4 range: a packet needs a
-	// route before the nat output hook rewrites its destination. (The userspace mode's local
-	// route for the range, in table local, is looked up before it.)
-	for _, step := range []struct {
-		member string
-		args   []string
-	}{
-		{node, []string{"-6", "addr", "add", dsNode1V6 + "/64", "dev", topology.UplinkName, "nodad"}},
-		{ext, []string{"-6", "addr", "add", dsExtV6 + "/64", "dev", topology.UplinkName, "nodad"}},
-		{node, []string{"-6", "route", "add", dsServiceV6CIDR, "dev", topology.UplinkName}},
-	} {
-		if out, err := c.Command(context.Background(), step.member, "ip", step.args...).CombinedOutput(); err != nil {
-			t.Skipf("no IPv6 in the test namespaces: ip %s in %s: %v: %s", strings.Join(step.args, " "), step.member, err, out)
-		}
-	}
 	for _, addr := range []string{net.JoinHostPort(dsExtV6, strconv.Itoa(dsBackendPort)), net.JoinHostPort(netns.ExternalAddr.String(), strconv.Itoa(dsBackendPort))} {
 		serveName(t, c, ext, addr)
 	}

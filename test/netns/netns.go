@@ -57,6 +57,10 @@ func MemberAddr(member string) (netip.Addr, error) { return topology.MemberAddr(
 type Config struct {
 	// Nodes is the number of node namespaces; 0 means 2.
 	Nodes int
+	// DualStack adds the topology's IPv6 plan (pkg/sandbox/topology, plan.go: node N at
+	// NodeAddrV6(N), ext at ExternalAddrV6, the IPv6 Service range routed on nodes). The test
+	// is skipped on a kernel without IPv6.
+	DualStack bool
 }
 
 // Cluster is a built topology owned by one test. All methods of topology.Topology are
@@ -109,6 +113,9 @@ func unsupported() string {
 func New(t testing.TB, cfg Config) *Cluster {
 	t.Helper()
 	Require(t)
+	if _, err := os.Stat("/proc/net/if_inet6"); cfg.DualStack && err != nil {
+		t.Skipf("a dual-stack topology needs IPv6 in the kernel: %v", err)
+	}
 	if cfg.Nodes == 0 {
 		cfg.Nodes = 2
 	}
@@ -126,7 +133,7 @@ func New(t testing.TB, cfg Config) *Cluster {
 	// The pid keeps names unique across test processes running side by side; a dead
 	// process's names are freed by CleanupStale.
 	name := fmt.Sprintf("t%d-%d", os.Getpid(), sequence.Add(1))
-	topo, err := topology.Create(topology.Options{Name: name, Nodes: cfg.Nodes})
+	topo, err := topology.Create(topology.Options{Name: name, Nodes: cfg.Nodes, DualStack: cfg.DualStack})
 	if err != nil {
 		t.Fatal(err)
 	}

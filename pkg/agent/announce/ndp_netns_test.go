@@ -1,9 +1,9 @@
 package announce
 
-// Addresses used here, all inside namespaces the test creates: the topology's IPv4 plan
-// (ARCHITECTURE.md, "Test topology") plus ULAs added by the test on the same segment: node1
-// fd00:250::11, node2 fd00:250::12, ext fd00:250::200 (/64); the LoadBalancer address
-// fd00:251::9 from a pool fd00:251::/120 that ext has on-link, as the sandbox has 10.251.0.0/24.
+// Addresses used here, all inside namespaces the test creates: the dual-stack topology's plan
+// (pkg/sandbox/topology, plan.go; nodes and ext on one segment in both families), and the
+// LoadBalancer address fd00:251::9 from a pool fd00:251::/120 that ext has on-link, as the
+// sandbox has 10.251.0.0/24.
 
 import (
 	"context"
@@ -20,20 +20,13 @@ import (
 	"github.com/svcplane/svcplane/test/netns"
 )
 
-var (
-	ext6Addr  = netip.MustParseAddr("fd00:250::200")
-	node6Addr = map[string]string{"node1": "fd00:250::11/64", "node2": "fd00:250::12/64"}
-)
-
-// addIPv6 gives the cluster's node and ext namespaces their ULAs (without duplicate address
-// detection, so that they are usable at once) and ext the IPv6 pool on-link.
-func addIPv6(t *testing.T, c *netns.Cluster) {
+// dualStackCluster builds a dual-stack topology of two nodes and puts the IPv6 pool on-link
+// in ext.
+func dualStackCluster(t *testing.T) *netns.Cluster {
 	t.Helper()
-	for member, addr := range node6Addr {
-		c.Run(t, member, "ip", "-6", "addr", "add", addr, "dev", "eth0", "nodad")
-	}
-	c.Run(t, netns.External, "ip", "-6", "addr", "add", ext6Addr.String()+"/64", "dev", "eth0", "nodad")
+	c := netns.New(t, netns.Config{Nodes: 2, DualStack: true})
 	c.Run(t, netns.External, "ip", "-6", "route", "add", "fd00:251::/120", "dev", "eth0")
+	return c
 }
 
 // TestIPv6AddressIsAnnouncedByOneNodeAndMovesWhenItStops runs two announcers against one
@@ -42,8 +35,7 @@ func addIPv6(t *testing.T, c *netns.Cluster) {
 // node's announcer stops the other answers and ext's neighbour entry follows through the
 // unsolicited advertisement.
 func TestIPv6AddressIsAnnouncedByOneNodeAndMovesWhenItStops(t *testing.T) {
-	c := netns.New(t, netns.Config{Nodes: 2})
-	addIPv6(t, c)
+	c := dualStackCluster(t)
 	lbIP := netip.MustParseAddr("fd00:251::9")
 	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "web6"},
 		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer, IPFamilies: []corev1.IPFamily{corev1.IPv6Protocol}}}

@@ -19,6 +19,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/fake"
 
+	"github.com/svcplane/svcplane/pkg/sandbox/topology"
 	"github.com/svcplane/svcplane/test/netns"
 )
 
@@ -32,7 +33,7 @@ func extAnswers(t *testing.T, c *netns.Cluster, ip netip.Addr) []string {
 		if ip.Is4() {
 			answers, err = Query(context.Background(), "eth0", netns.ExternalAddr, ip, 200*time.Millisecond)
 		} else {
-			answers, err = QueryNDP(context.Background(), "eth0", ext6Addr, ip, 200*time.Millisecond)
+			answers, err = QueryNDP(context.Background(), "eth0", topology.ExternalAddrV6, ip, 200*time.Millisecond)
 		}
 		return err
 	})

@@ -1,10 +1,10 @@
 package userspace
 
-// The IPv6 plan of these tests, all unique-local (fd00::/8), added to namespaces they create:
-// node1 fd00:250::11 runs the proxy (one Proxier per family, as pkg/proxy/app runs them),
-// node2 fd00:250::12 the backends, ext fd00:250::c8 the outside client, all on the node
-// network's bridge beside their IPv4 addresses; Service CIDR fd00:96::/112, LoadBalancer IP
-// fd00:97::1, which ext and node2 route via node1.
+// The IPv6 plan of these tests is the dual-stack topology's (pkg/sandbox/topology, plan.go):
+// node1 runs the proxy (one Proxier per family, as pkg/proxy/app runs them), node2 the
+// backends, ext the outside client, all on the node network's bridge beside their IPv4
+// addresses; Service CIDR topology.ServiceCIDRV6, and LoadBalancer IP fd00:97::1, which ext
+// and node2 route via node1.
 
 import (
 	"bufio"
@@ -25,35 +25,31 @@ import (
 )
 
 var (
-	node1V6       = netip.MustParseAddr("fd00:250::11")
-	node2V6       = netip.MustParseAddr("fd00:250::12")
-	extV6         = netip.MustParseAddr("fd00:250::c8")
-	serviceCIDRV6 = netip.MustParsePrefix("fd00:96::/112")
+	node1V6       = topology.NodeAddrV6(1)
+	node2V6       = topology.NodeAddrV6(2)
+	extV6         = topology.ExternalAddrV6
+	serviceCIDRV6 = topology.ServiceCIDRV6
 	lbV6          = netip.MustParseAddr("fd00:97::1")
 )
 
-// addIPv6 gives node1, node2 and ext their IPv6 addresses (nodad: usable at once, no
-// duplicate-address detection wait) and a route to the LoadBalancer IP via node1, and turns
-// IPv6 on for lo in node1, where the proxy's local routes need it (inside that namespace
-// only). It skips t when the namespaces have no IPv6.
-func addIPv6(t *testing.T, c *netns.Cluster) {
+// dualStackCluster builds a dual-stack topology of two nodes (which also turns IPv6 on for lo,
+// where the proxy's local routes need it) and routes the LoadBalancer IP via node1 from node2
+// and ext.
+func dualStackCluster(t *testing.T) *netns.Cluster {
 	t.Helper()
-	node1, node2 := netns.Node(1), netns.Node(2)
+	c := netns.New(t, netns.Config{Nodes: 2, DualStack: true})
 	for _, step := range []struct {
 		member string
 		args   []string
 	}{
-		{node1, []string{"sysctl", "-qw", "net.ipv6.conf.lo.disable_ipv6=0"}},
-		{node1, []string{"ip", "-6", "addr", "add", node1V6.String() + "/64", "dev", topology.UplinkName, "nodad"}},
-		{node2, []string{"ip", "-6", "addr", "add", node2V6.String() + "/64", "dev", topology.UplinkName, "nodad"}},
-		{netns.External, []string{"ip", "-6", "addr", "add", extV6.String() + "/64", "dev", topology.UplinkName, "nodad"}},
-		{node2, []string{"ip", "-6", "route", "add", lbV6.String() + "/128", "via", node1V6.String()}},
+		{netns.Node(2), []string{"ip", "-6", "route", "add", lbV6.String() + "/128", "via", node1V6.String()}},
 		{netns.External, []string{"ip", "-6", "route", "add", lbV6.String() + "/128", "via", node1V6.String()}},
 	} {
 		if out, err := c.Command(context.Background(), step.member, step.args[0], step.args[1:]...).CombinedOutput(); err != nil {
-			t.Skipf("no IPv6 in the test namespaces: %s in %s: %v: %s", strings.Join(step.args, " "), step.member, err, out)
+			t.Fatalf("%s in %s: %v: %s", strings.Join(step.args, " "), step.member, err, out)
 		}
 	}
+	return c
 }
 
 // describeProxyHeader reads the PROXY protocol header at the start of r and describes it:
@@ -161,8 +157,7 @@ func askLine(ctx context.Context, c *netns.Cluster, member string, addr netip.Ad
 }
 
 func TestIPv6ServicesWorkBesideIPv4InsideANodeNamespace(t *testing.T) {
-	c := netns.New(t, netns.Config{Nodes: 2})
-	addIPv6(t, c)
+	c := dualStackCluster(t)
 	node1, node2 := netns.Node(1), netns.Node(2)
 	v6Backends(t, c)
 	live4, err := c.Listen(node2, "tcp", netip.AddrPortFrom(netns.NodeAddr(2), 8080).String())
