@@ -1,11 +1,13 @@
 package announce
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"net"
 	"net/netip"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -80,11 +82,11 @@ func Run(ctx context.Context, cfg Config) error {
 		defer ndp.Close()
 	}
 	a := &announcer{cfg: cfg, conn: arp, ndp: ndp, beacons: beacons, iface: iface, peers: newPeers(), nudge: make(chan struct{}, 1),
-		unheardSince: map[string]time.Time{}}
+		unheardSince: map[string]time.Time{}, defended: map[netip.Addr]time.Time{}}
 	a.owned.Store(&map[netip.Addr]bool{})
 	go a.answer()
 	if ndp != nil {
-		go ndp.answer(func(ip netip.Addr) bool { return (*a.owned.Load())[ip] })
+		go ndp.answer(a.owns, a.claimedElsewhere)
 	}
 	go a.listen()
 	factory := informers.NewSharedInformerFactory(cfg.Client, 0)
@@ -191,6 +193,67 @@ type announcer struct {
 	owned atomic.Pointer[map[netip.Addr]bool]
 	// unheardSince: Ready Nodes not heard, since when (zero once warned); Run's loop only.
 	unheardSince map[string]time.Time
+	// defended: when this node last repeated its claim on an address, answering another's.
+	defendMu sync.Mutex
+	defended map[netip.Addr]time.Time
+}
+
+func (a *announcer) owns(ip netip.Addr) bool { return (*a.owned.Load())[ip] }
+
+// defendInterval is how long after defending an address this node lets further claims by
+// others stand: RFC 5227's DEFEND_INTERVAL (§2.4 (c)), which keeps two hosts that both believe
+// they own an address from trading claims forever.
+const defendInterval = 10 * time.Second
+
+// claimedElsewhere is told by the responders of every frame in which another MAC claims an
+// address (its gratuitous ARP or ARP reply, its Neighbor Advertisement). When this node owns
+// the address, it claims it again one beacon interval later.
+//
+// Two agents that become candidates at the same moment each claim the address before
+// hearing the other. The one not chosen lets go as soon as it hears the other's beacon, but
+// its claim may reach the neighbours after the chosen node's, and a neighbour whose
+// connections keep working through it (every node's proxy serves the address) never asks
+// again: the address would stay with a node that no longer announces it, and would not move
+// when the chosen node's agent stops. One interval later the other node has let go, so this
+// claim is the last one heard.
+func (a *announcer) claimedElsewhere(ip netip.Addr, by net.HardwareAddr) {
+	if !a.owns(ip) {
+		return
+	}
+	now := time.Now()
+	a.defendMu.Lock()
+	last, recent := a.defended[ip]
+	recent = recent && now.Sub(last) < defendInterval
+	if !recent {
+		for other, at := range a.defended {
+			if now.Sub(at) >= defendInterval {
+				delete(a.defended, other)
+			}
+		}
+		a.defended[ip] = now
+	}
+	a.defendMu.Unlock()
+	if recent {
+		klog.InfoS("another node claims a LoadBalancer address this node announces, and this node defended it less than "+
+			defendInterval.String()+" ago, so it lets the claim stand: do two nodes fail to hear each other's beacons?", "ip", ip, "by", by)
+		return
+	}
+	klog.InfoS("another node claims a LoadBalancer address this node announces; claiming it again", "ip", ip, "by", by, "after", a.cfg.BeaconInterval)
+	time.AfterFunc(a.cfg.BeaconInterval, func() {
+		if a.owns(ip) {
+			a.claim(ip)
+		}
+	})
+}
+
+// claim tells the link's nodes that ip is at this interface's MAC, so that neighbours that
+// cached another one switch at once.
+func (a *announcer) claim(ip netip.Addr) {
+	if ip.Is4() {
+		a.gratuitous(ip)
+	} else {
+		a.ndp.unsolicited(ip)
+	}
 }
 
 // noteUnheard warns once about a node whose agent keeps its Node Ready for longer than the
@@ -322,7 +385,12 @@ func (a *announcer) answer() {
 			klog.V(2).InfoS("ARP responder stopped", "err", err)
 			return
 		}
-		if req.op != arpRequest || !(*a.owned.Load())[req.targetIP] || req.senderIP == req.targetIP {
+		// Any ARP packet whose sender address is one this node owns, from another MAC, is
+		// a claim on it (RFC 5227 §2.4), whether a gratuitous ARP, a reply or a request.
+		if a.owns(req.senderIP) && !bytes.Equal(req.senderMAC, a.iface.HardwareAddr) {
+			a.claimedElsewhere(req.senderIP, req.senderMAC)
+		}
+		if req.op != arpRequest || !a.owns(req.targetIP) || req.senderIP == req.targetIP {
 			continue
 		}
 		reply := arpPacket{op: arpReply, senderMAC: a.iface.HardwareAddr, senderIP: req.targetIP,

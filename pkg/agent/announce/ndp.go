@@ -1,6 +1,7 @@
 package announce
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -306,9 +307,9 @@ func advertisementFor(ns ndpPacket, frameSrc, mac net.HardwareAddr) (ndpPacket, 
 	return na, to, true
 }
 
-// answer replies to solicitations for the addresses owned says are this node's until the
-// socket closes.
-func (r *ndpResponder) answer(owned func(netip.Addr) bool) {
+// answer replies to solicitations for the addresses owned says are this node's, and reports
+// other nodes' advertisements of them to claimedElsewhere, until the socket closes.
+func (r *ndpResponder) answer(owned func(netip.Addr) bool, claimedElsewhere func(netip.Addr, net.HardwareAddr)) {
 	for {
 		b, frameSrc, err := r.conn.receiveFrom()
 		if err != nil {
@@ -316,7 +317,18 @@ func (r *ndpResponder) answer(owned func(netip.Addr) bool) {
 			return
 		}
 		ns, ok := parseNDP(b)
-		if !ok || ns.icmpType != icmpNeighborSolicitation || !owned(ns.target) {
+		if !ok || !owned(ns.target) {
+			continue
+		}
+		if ns.icmpType == icmpNeighborAdvertisement {
+			// Another node advertising an owned address claims it.
+			by := ns.linkAddr
+			if by == nil {
+				by = frameSrc
+			}
+			if by != nil && !bytes.Equal(by, r.iface.HardwareAddr) {
+				claimedElsewhere(ns.target, by)
+			}
 			continue
 		}
 		na, to, ok := advertisementFor(ns, frameSrc, r.iface.HardwareAddr)
