@@ -190,6 +190,58 @@ func killProcessesIn(namespaces []string) error {
 	return errors.Join(errs...)
 }
 
+// killLockHolders sends SIGKILL to every process holding topology name's lock file open:
+// whatever the sandbox's processes started outside its namespaces. A node agent runs each Pod
+// in a network namespace of its own, in a session of its own (so Pods outlive an agent
+// restart, as containers outlive a kubelet's), and every Pod inherits the lock from its agent;
+// only the lock still tells them apart from the host's processes once the agent is gone.
+func killLockHolders(name string) error {
+	pids, err := LockHolders(name)
+	var errs []error
+	for _, pid := range pids {
+		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
+			errs = append(errs, fmt.Errorf("killing pid %d (%s), which holds the sandbox's lock: %w", pid, processName(pid), err))
+		}
+	}
+	return errors.Join(append(errs, err)...)
+}
+
+// LockHolders lists the processes other than this one (and init) that hold topology name's
+// lock file open, also once the file has been removed: while a sandbox runs, its server,
+// forwarder and agents and every Pod they started; after `down`, none.
+func LockHolders(name string) ([]int, error) {
+	lock := filepath.Join(LockDir, name+".lock")
+	procs, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil, fmt.Errorf("listing processes: %w", err)
+	}
+	self := os.Getpid()
+	var pids []int
+	for _, p := range procs {
+		pid, err := strconv.Atoi(p.Name())
+		if err == nil && pid != self && pid != 1 && holds(pid, lock) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids, nil
+}
+
+// holds reports whether process pid has path open.
+func holds(pid int, path string) bool {
+	dir := "/proc/" + strconv.Itoa(pid) + "/fd"
+	fds, err := os.ReadDir(dir)
+	if err != nil {
+		return false
+	}
+	for _, fd := range fds {
+		target, err := os.Readlink(dir + "/" + fd.Name())
+		if err == nil && (target == path || target == path+" (deleted)") {
+			return true
+		}
+	}
+	return false
+}
+
 func processName(pid int) string {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/comm")
 	if err != nil {

@@ -122,7 +122,7 @@ func Remove(name string) error {
 	if err := ValidateName(name); err != nil {
 		return err
 	}
-	err := removeNamespaces(name)
+	err := errors.Join(killLockHolders(name), removeNamespaces(name))
 	if lock, lerr := lockTopology(name); lerr == nil {
 		unlockTopology(name, lock)
 	}
