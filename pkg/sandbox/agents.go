@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 
@@ -22,57 +21,25 @@ import (
 // agentArgs are the flags of node n's `svcplane agent`: it talks to the server over the node
 // network, asks for the pod CIDR its pod bridge already carries, and keeps its state (Pod
 // records, logs, address allocations) in the state directory, where `down` removes it.
-// netnsName makes the agent refuse to run anywhere but in its node's namespace. A dual-stack
-// agent gets its IPv6 node address and asks for an IPv6 pod CIDR too, and its proxy gets the
-// IPv6 ranges.
-func agentArgs(stateDir string, n int, token, netnsName, proxyMode string, dualStack bool) []string {
+// netnsName makes the agent refuse to run anywhere but in its node's namespace. Its node
+// addresses, pod CIDRs and ranges are those of the sandbox's families.
+func agentArgs(stateDir string, n int, token, netnsName, proxyMode string, family IPFamily) []string {
 	args := []string{"agent",
-		"--server", "https://" + topology.ControlPlaneAddr.String() + ":" + strconv.Itoa(topology.APIServerPort),
+		"--server", family.apiServerURL(),
 		"--certificate-authority", filepath.Join(stateDir, "data", "pki", "ca.crt"),
 		"--token", token,
 		"--node-name", topology.NodeMember(n),
 		"--netns", netnsName,
-		"--node-ip", nodeIPs(n, dualStack),
-		"--pod-cidr", podCIDRs(n, dualStack),
+		"--node-ip", family.nodeIPs(n),
+		"--pod-cidr", family.podCIDRs(n),
 		"--pod-bridge", topology.PodBridgeName,
-		"--cluster-dns", topology.ClusterDNSAddr.String(),
+		"--cluster-dns", family.clusterDNS().String(),
 		"--data-dir", AgentDataDir(stateDir, n),
 	}
 	if proxyMode != "" {
 		args = append(args, "--proxy-mode", proxyMode)
 	}
-	if dualStack {
-		args = append(args,
-			"--cluster-cidr", dualStackClusterCIDRs(),
-			"--service-cluster-ip-range", dualStackServiceCIDRs())
-	}
-	return args
-}
-
-// nodeIPs is node n's --node-ip: its IPv4 address, and in a dual-stack sandbox its IPv6 one.
-func nodeIPs(n int, dualStack bool) string {
-	if dualStack {
-		return topology.NodeAddr(n).String() + "," + topology.NodeAddrV6(n).String()
-	}
-	return topology.NodeAddr(n).String()
-}
-
-// podCIDRs is node n's --pod-cidr: its IPv4 /24, and in a dual-stack sandbox its IPv6 /64.
-func podCIDRs(n int, dualStack bool) string {
-	if dualStack {
-		return topology.PodCIDR(n).String() + "," + topology.PodCIDRV6(n).String()
-	}
-	return topology.PodCIDR(n).String()
-}
-
-// dualStackClusterCIDRs and dualStackServiceCIDRs are the server's and agents' ranges in a
-// dual-stack sandbox, IPv4 first: IPv4 stays the primary family, as in an IPv4 sandbox.
-func dualStackClusterCIDRs() string {
-	return topology.ClusterCIDR.String() + "," + topology.ClusterCIDRV6.String()
-}
-
-func dualStackServiceCIDRs() string {
-	return topology.ServiceCIDR.String() + "," + topology.ServiceCIDRV6.String()
+	return append(args, family.rangeArgs()...)
 }
 
 // AgentDataDir is node n's agent data directory inside a sandbox's state directory.

@@ -39,7 +39,7 @@ func StateDir(name string) string { return filepath.Join(StateRoot(), name) }
 type State struct {
 	Name       string    `json:"name"`
 	Nodes      int       `json:"nodes"`
-	DualStack  bool      `json:"dualStack,omitempty"` // IPv6 plan beside the IPv4 one (--ip-family dual)
+	IPFamily   IPFamily  `json:"ipFamily,omitempty"` // --ip-family; "" is ipv4
 	Created    time.Time `json:"created"`
 	APIServer  string    `json:"apiServer"`  // https://127.0.0.1:<port>, the forwarder
 	Kubeconfig string    `json:"kubeconfig"` // points at APIServer

@@ -30,10 +30,8 @@ type UpOptions struct {
 	Agent bool
 	// ProxyMode is the agents' --proxy-mode; empty keeps the agent's default (nftables).
 	ProxyMode string
-	// DualStack builds the topology's IPv6 plan too and gives the server and agents IPv6
-	// ranges beside the IPv4 ones (IPv4 first, so IPv4 stays the primary family): Pods get an
-	// address of each family, Services may ask for both.
-	DualStack bool
+	// IPFamily is the cluster's: IPv4 (the default), dual-stack, or IPv6-only; see IPFamily.
+	IPFamily IPFamily
 	// ReadyTimeout bounds the wait for the API server to answer /readyz.
 	ReadyTimeout time.Duration
 	// Executable is the svcplane binary started as server and forwarder; empty means this one.
@@ -119,7 +117,7 @@ func (u *upRun) run(ctx context.Context) (*State, error) {
 	}
 
 	start := time.Now()
-	u.topo, err = topology.Create(topology.Options{Name: u.opts.Name, Nodes: u.opts.Nodes, DualStack: u.opts.DualStack})
+	u.topo, err = topology.Create(topology.Options{Name: u.opts.Name, Nodes: u.opts.Nodes, DualStack: u.opts.IPFamily.hasIPv6()})
 	if err != nil {
 		return nil, err
 	}
@@ -128,8 +126,11 @@ func (u *upRun) run(ctx context.Context) (*State, error) {
 		nodes = fmt.Sprintf("node1..node%d", u.opts.Nodes)
 	}
 	family := ""
-	if u.opts.DualStack {
+	switch u.opts.IPFamily {
+	case FamilyDual:
 		family = ", dual-stack (IPv6 " + topology.NodeNetworkV6.String() + ")"
+	case FamilyIPv6:
+		family = ", IPv6-only cluster (" + topology.NodeNetworkV6.String() + "; IPv4 only for the host's forwarder)"
 	}
 	u.step("namespaces %s{net,cp,ext,%s} built in %v%s",
 		topology.NamespaceName(u.opts.Name, ""), nodes, time.Since(start).Round(time.Millisecond), family)
@@ -153,7 +154,7 @@ func (u *upRun) run(ctx context.Context) (*State, error) {
 	u.state = &State{
 		Name:       u.opts.Name,
 		Nodes:      u.opts.Nodes,
-		DualStack:  u.opts.DualStack,
+		IPFamily:   u.opts.IPFamily,
 		Created:    time.Now().UTC(),
 		HostBefore: before,
 	}
@@ -183,22 +184,14 @@ func (u *upRun) run(ctx context.Context) (*State, error) {
 			return nil, err
 		}
 	}
-	serverArgs := []string{"server",
+	serverArgs := append([]string{"server",
 		"--data-dir", dataDir,
-		"--bind-address", topology.ControlPlaneAddr.String(),
-		"--secure-port", strconv.Itoa(topology.APIServerPort),
-		"--advertise-address", topology.ControlPlaneAddr.String(),
 		// The serving certificate covers loopback already; naming it keeps the forwarder's
-		// address valid whatever the server's defaults become.
+		// address valid whatever the server's defaults become. The forwarder reaches the
+		// server at its IPv4 address, which an IPv6-only cluster does not advertise.
 		"--tls-san", "127.0.0.1",
-		// LoadBalancer Services get their addresses from the pool the topology routes to ext.
-		"--lb-pool", topology.LoadBalancerPool.String(),
-	}
-	if u.opts.DualStack {
-		serverArgs = append(serverArgs,
-			"--cluster-cidr", dualStackClusterCIDRs(),
-			"--service-cluster-ip-range", dualStackServiceCIDRs())
-	}
+		"--tls-san", topology.ControlPlaneAddr.String(),
+	}, u.opts.IPFamily.serverArgs()...)
 	server := topology.Command(context.Background(), u.topo.Namespace(topology.MemberControlPlane), u.exe, serverArgs...)
 	p, err := u.start("server", topology.MemberControlPlane, server, u.topo.LockFile())
 	if err != nil {
@@ -250,7 +243,9 @@ func (u *upRun) run(ctx context.Context) (*State, error) {
 	return u.state, nil
 }
 
-// startAgents starts `svcplane agent` in every node namespace (see agents.go).
+// startAgents starts `svcplane agent` in every node namespace (see agents.go). Each holds the
+// topology's lock, and passes it on to every Pod it starts (an inherited descriptor stays open
+// across exec): `down` finds the Pods by it (topology.Remove).
 func (u *upRun) startAgents() error {
 	if !u.opts.Agent {
 		u.step("nodes: %d bare namespaces (no --agent)", u.opts.Nodes)
@@ -258,12 +253,12 @@ func (u *upRun) startAgents() error {
 	}
 	for n := 1; n <= u.opts.Nodes; n++ {
 		member := topology.NodeMember(n)
-		cmd := topology.Command(context.Background(), u.topo.Namespace(member), u.exe, agentArgs(u.dir, n, u.agentTokens[n-1], u.topo.Namespace(member), u.opts.ProxyMode, u.opts.DualStack)...)
+		cmd := topology.Command(context.Background(), u.topo.Namespace(member), u.exe, agentArgs(u.dir, n, u.agentTokens[n-1], u.topo.Namespace(member), u.opts.ProxyMode, u.opts.IPFamily)...)
 		p, err := u.start("agent", member, cmd, u.topo.LockFile())
 		if err != nil {
 			return err
 		}
-		u.step("agent: svcplane agent in %s at %s, pods %s (pid %d, log %s)", member, topology.NodeAddr(n), podCIDRs(n, u.opts.DualStack), p.PID, p.Log)
+		u.step("agent: svcplane agent in %s at %s, pods %s (pid %d, log %s)", member, u.opts.IPFamily.nodeIPs(n), u.opts.IPFamily.podCIDRs(n), p.PID, p.Log)
 	}
 	return nil
 }

@@ -102,6 +102,11 @@ func upSandbox(t *testing.T, opts sandbox.UpOptions) *agentCluster {
 		if err := sandbox.Down(context.Background(), name, nil); err != nil {
 			t.Errorf("sandbox down: %v", err)
 		}
+		// Pods run outside the sandbox's namespaces and outlive their agent; down must
+		// still leave none behind.
+		if pids, err := topology.LockHolders(name); err != nil || len(pids) > 0 {
+			t.Errorf("processes of the sandbox left after down: %v (%v)", pids, err)
+		}
 	})
 	st, err := sandbox.Up(context.Background(), opts)
 	if err != nil {

@@ -32,7 +32,7 @@ func upDualStack(t *testing.T, proxyMode string) *agentCluster {
 	if _, err := os.Stat("/proc/net/if_inet6"); err != nil {
 		t.Skipf("the kernel has no IPv6: %v", err)
 	}
-	return upSandbox(t, sandbox.UpOptions{Nodes: 2, ProxyMode: proxyMode, DualStack: true})
+	return upSandbox(t, sandbox.UpOptions{Nodes: 2, ProxyMode: proxyMode, IPFamily: sandbox.FamilyDual})
 }
 
 func TestDualStackPodsServeIPv6ServicesAcrossNodes(t *testing.T) {

@@ -2,8 +2,8 @@ package announce
 
 // Addresses used here, all inside namespaces the test creates: the dual-stack topology's plan
 // (pkg/sandbox/topology, plan.go; nodes and ext on one segment in both families), and the
-// LoadBalancer address fd00:251::9 from a pool fd00:251::/120 that ext has on-link, as the
-// sandbox has 10.251.0.0/24.
+// LoadBalancer address fd00:251::9 from the topology's IPv6 pool fd00:251::/120, which ext has
+// on-link as it has 10.251.0.0/24.
 
 import (
 	"context"
@@ -20,13 +20,11 @@ import (
 	"github.com/svcplane/svcplane/test/netns"
 )
 
-// dualStackCluster builds a dual-stack topology of two nodes and puts the IPv6 pool on-link
-// in ext.
+// dualStackCluster builds a dual-stack topology of two nodes; its ext has the IPv6 pool
+// on-link.
 func dualStackCluster(t *testing.T) *netns.Cluster {
 	t.Helper()
-	c := netns.New(t, netns.Config{Nodes: 2, DualStack: true})
-	c.Run(t, netns.External, "ip", "-6", "route", "add", "fd00:251::/120", "dev", "eth0")
-	return c
+	return netns.New(t, netns.Config{Nodes: 2, DualStack: true})
 }
 
 // TestIPv6AddressIsAnnouncedByOneNodeAndMovesWhenItStops runs two announcers against one

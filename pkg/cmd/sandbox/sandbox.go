@@ -67,8 +67,8 @@ func (o *UpOptions) Validate() error {
 	if o.ProxyMode != "" && o.ProxyMode != "nftables" && o.ProxyMode != "userspace" && o.ProxyMode != "none" {
 		errs = append(errs, fmt.Errorf("--proxy-mode %q: use nftables, userspace or none", o.ProxyMode))
 	}
-	if o.IPFamily != "" && o.IPFamily != ipFamilyIPv4 && o.IPFamily != ipFamilyDual {
-		errs = append(errs, fmt.Errorf("--ip-family %q: use %s or %s (an IPv6-only sandbox is not supported)", o.IPFamily, ipFamilyIPv4, ipFamilyDual))
+	if !sandbox.IPFamily(o.IPFamily).Valid() {
+		errs = append(errs, fmt.Errorf("--ip-family %q: use %s, %s or %s", o.IPFamily, sandbox.FamilyIPv4, sandbox.FamilyDual, sandbox.FamilyIPv6))
 	}
 	return errors.Join(errs...)
 }
@@ -81,7 +81,7 @@ func (o *UpOptions) Run(ctx context.Context, cmd *cobra.Command) error {
 		Nodes:        o.Nodes,
 		Agent:        o.Agent,
 		ProxyMode:    o.ProxyMode,
-		DualStack:    o.IPFamily == ipFamilyDual,
+		IPFamily:     sandbox.IPFamily(o.IPFamily),
 		ReadyTimeout: o.Timeout,
 		Progress:     cmd.OutOrStdout(),
 	})
@@ -112,16 +112,10 @@ func newUpCommand() *cobra.Command {
 	cmd.Flags().IntVar(&o.Nodes, "nodes", o.Nodes, "number of node namespaces (node1…nodeN)")
 	cmd.Flags().BoolVar(&o.Agent, "agent", false, "start svcplane agent in every node, so Pods run (nodes are bare namespaces without it)")
 	cmd.Flags().StringVar(&o.ProxyMode, "proxy-mode", "nftables", "Service proxy of every node's agent: nftables, userspace or none")
-	cmd.Flags().StringVar(&o.IPFamily, "ip-family", ipFamilyIPv4, "ipv4, or dual: IPv6 unique-local addresses beside the IPv4 ones, Pods with an address of each family, Services that may be dual-stack")
+	cmd.Flags().StringVar(&o.IPFamily, "ip-family", string(sandbox.FamilyIPv4), "ipv4; dual: IPv6 unique-local addresses beside the IPv4 ones, Pods with an address of each family, Services that may be dual-stack; or ipv6: an IPv6-only cluster (Nodes, Pods, Services, DNS, LoadBalancers)")
 	cmd.Flags().DurationVar(&o.Timeout, "timeout", o.Timeout, "how long to wait for the API server to become ready")
 	return cmd
 }
-
-// The values of --ip-family.
-const (
-	ipFamilyIPv4 = "ipv4"
-	ipFamilyDual = "dual"
-)
 
 func newDownCommand() *cobra.Command {
 	var name string
@@ -227,8 +221,11 @@ func printSummary(out interface{ Write([]byte) (int, error) }, s sandbox.Summary
 	st := s.State
 	if st.Ready {
 		family := ""
-		if st.DualStack {
+		switch st.IPFamily {
+		case sandbox.FamilyDual:
 			family = " (dual-stack)"
+		case sandbox.FamilyIPv6:
+			family = " (IPv6-only)"
 		}
 		fmt.Fprintf(out, "%s: %d nodes%s, API %s, up since %s\n", s.Name, st.Nodes, family, st.APIServer, st.Created.Local().Format(time.DateTime))
 		fmt.Fprintf(out, "  kubeconfig  %s\n", st.Kubeconfig)

@@ -19,7 +19,8 @@ func TestUpOptionsValidate(t *testing.T) {
 		{"no nodes", func(o *UpOptions) { o.Nodes = 0 }, []string{"--nodes 0"}},
 		{"agent is accepted", func(o *UpOptions) { o.Agent = true }, nil},
 		{"dual-stack is accepted", func(o *UpOptions) { o.IPFamily = "dual" }, nil},
-		{"IPv6-only is not", func(o *UpOptions) { o.IPFamily = "ipv6" }, []string{`--ip-family "ipv6": use ipv4 or dual`}},
+		{"IPv6-only is accepted", func(o *UpOptions) { o.IPFamily = "ipv6" }, nil},
+		{"an unknown family is not", func(o *UpOptions) { o.IPFamily = "IPv6" }, []string{`--ip-family "IPv6": use ipv4, dual or ipv6`}},
 		{"every problem at once", func(o *UpOptions) { o.Name, o.Nodes, o.Timeout = "x_", 500, 0 },
 			[]string{"--name", "--nodes 500", "--timeout"}},
 	}

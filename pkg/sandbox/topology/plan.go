@@ -12,7 +12,8 @@
 //
 // A dual-stack topology (Options.DualStack) adds an IPv6 unique-local plan beside it:
 // fd00:250::/64 on the node network (br0 ::1, cp ::2, ext ::c8, node N ::(10+N) — the last
-// byte of the IPv4 address), node N's pod bridge fd00:244:0:N::1/64, Services fd00:96::/112.
+// byte of the IPv4 address), node N's pod bridge fd00:244:0:N::1/64, Services fd00:96::/112,
+// LoadBalancer addresses fd00:251::/120 (on-link for ext, as 10.251.0.0/24 is).
 //
 // See docs/sandbox.md for routes, sysctls and the safety rules.
 package topology
@@ -46,6 +47,10 @@ var (
 	ExternalAddrV6     = netip.MustParseAddr("fd00:250::c8")
 	ClusterCIDRV6      = netip.MustParsePrefix("fd00:244::/56")
 	ServiceCIDRV6      = netip.MustParsePrefix("fd00:96::/112")
+	// ClusterDNSAddrV6 is the kube-dns Service of an IPv6-only cluster: the 10th address of
+	// ServiceCIDRV6, as 10.96.0.10 is of ServiceCIDR.
+	ClusterDNSAddrV6   = netip.MustParseAddr("fd00:96::a")
+	LoadBalancerPoolV6 = netip.MustParsePrefix("fd00:251::/120")
 )
 
 // APIServerPort is where `svcplane server` listens inside the control-plane namespace.

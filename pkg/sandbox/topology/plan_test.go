@@ -103,6 +103,7 @@ func TestDualStackNodesRouteOtherNodesIPv6PodsViaTheirNodeAddress(t *testing.T) 
 		{ServiceCIDR, BridgeAddr},
 		{LoadBalancerPool, BridgeAddr},
 		{ServiceCIDRV6, BridgeAddrV6},
+		{LoadBalancerPoolV6, BridgeAddrV6},
 	}
 	if !slices.Equal(got, want) {
 		t.Errorf("routes of node2 = %v, want %v", got, want)

@@ -360,7 +360,9 @@ func (t *Topology) routesFor(member string) []staticRoute {
 			staticRoute{ServiceCIDR, BridgeAddr},
 			staticRoute{LoadBalancerPool, BridgeAddr})
 		if t.dualStack {
-			routes = append(routes, staticRoute{ServiceCIDRV6, BridgeAddrV6})
+			routes = append(routes,
+				staticRoute{ServiceCIDRV6, BridgeAddrV6},
+				staticRoute{LoadBalancerPoolV6, BridgeAddrV6})
 		}
 	case member == MemberControlPlane:
 		// So the API server and DNS can answer pods directly.
@@ -370,6 +372,9 @@ func (t *Topology) routesFor(member string) []staticRoute {
 		// serves: ext ARPs for each LoadBalancer address and the node announcing it answers
 		// (pkg/agent/announce). No node is special.
 		routes = append(routes, staticRoute{dst: LoadBalancerPool})
+		if t.dualStack {
+			routes = append(routes, staticRoute{dst: LoadBalancerPoolV6})
+		}
 	}
 	return routes
 }
