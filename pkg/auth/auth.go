@@ -1,7 +1,8 @@
 // Package auth decides who a request comes from and what they may do. Users are bearer tokens in
 // a token file under the data dir (the admin token is created on first start); requests without
 // credentials are anonymous and may only read the health and version endpoints, everything else
-// answers 401. Node agents will get tokens of their own here (the Authorizer is their seam).
+// answers 401. Node agents have tokens of their own (EnsureNodeToken; the Authorizer is their
+// seam).
 package auth
 
 import (
@@ -56,6 +57,44 @@ func EnsureAdminToken(path string) (string, error) {
 		}
 	}
 	return "", fmt.Errorf("token file %s has no token for user %s; add a line token,%s,%s,\"system:masters\"", path, AdminUser, AdminUser, AdminUser)
+}
+
+// EnsureNodeToken returns the token of node agent nodeName (user system:node:<name>, group
+// system:nodes, as upstream names kubelets) from the token file at path, appending a fresh one
+// when it has none. The file must exist (EnsureAdminToken creates it); the server reads it
+// once at start, so this runs before.
+func EnsureNodeToken(path, nodeName string) (string, error) {
+	tf, err := LoadTokenFile(path)
+	if err != nil {
+		return "", err
+	}
+	name := "system:node:" + nodeName
+	for token, u := range tf.tokens {
+		if u.Name == name {
+			return token, nil
+		}
+	}
+	old, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	sep := ""
+	if len(old) > 0 && old[len(old)-1] != '\n' {
+		sep = "\n"
+	}
+	token := randomToken()
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return "", err
+	}
+	_, err = fmt.Fprintf(f, "%s%s,%s,%s,\"system:nodes\"\n", sep, token, name, name)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return "", fmt.Errorf("adding a token for %s to %s: %w", name, path, err)
+	}
+	return token, nil
 }
 
 // LoadTokenFile reads the tokens of path.

@@ -6,7 +6,7 @@
 //
 // The Pod's namespace itself is held by a process (see package runtime); this package only
 // opens it by path. Every change happens in the node's namespace (the bridge and the host end
-// of the veth) or in the Pod's; the node's bridge must already exist.
+// of the veth) or in the Pod's; the bridge is created there if it does not exist yet.
 package netns
 
 import (
@@ -57,9 +57,12 @@ type Network struct {
 	mu    sync.Mutex // serialises allocation
 }
 
-// New checks the node side: the bridge exists and has an IPv4 address in the IPv4 pod CIDR.
-// For an IPv6 pod CIDR, which node IPAM may assign long after the bridge was made, New gives
-// the bridge the CIDR's first address itself if it has none in it.
+// New checks the node side: the bridge and its address in each pod CIDR, the Pods' gateway.
+// A missing bridge is created (and brought up), as the bridge CNI plugin does, with each
+// CIDR's first address. An existing bridge must already have an address in the IPv4 pod CIDR:
+// that one was chosen by whoever made the bridge, and a second one would change it under the
+// Pods. For an IPv6 pod CIDR, which node IPAM may assign long after the bridge was made, New
+// gives the bridge the CIDR's first address itself if it has none in it.
 func New(cfg Config) (*Network, error) {
 	if len(cfg.PodCIDRs) == 0 || len(cfg.PodCIDRs) > 2 || (len(cfg.PodCIDRs) == 2 && cfg.PodCIDRs[0].Addr().Is4() == cfg.PodCIDRs[1].Addr().Is4()) {
 		return nil, fmt.Errorf("pod CIDRs %v: want one, or one per IP family", cfg.PodCIDRs)
@@ -70,8 +73,12 @@ func New(cfg Config) (*Network, error) {
 	}
 	defer h.Close()
 	br, err := h.LinkByName(cfg.Bridge)
+	var notFound netlink.LinkNotFoundError
+	if errors.As(err, &notFound) {
+		br, err = createBridge(h, cfg.Bridge, cfg.PodCIDRs)
+	}
 	if err != nil {
-		return nil, fmt.Errorf("pod bridge %s not found in the node's network namespace: create it with an address in %s (the sandbox does): %w", cfg.Bridge, cfg.PodCIDRs[0], err)
+		return nil, fmt.Errorf("pod bridge %s in the node's network namespace: %w", cfg.Bridge, err)
 	}
 	n := &Network{cfg: cfg}
 	for _, cidr := range cfg.PodCIDRs {
@@ -88,6 +95,32 @@ func New(cfg Config) (*Network, error) {
 		n.pools = append(n.pools, p)
 	}
 	return n, nil
+}
+
+// createBridge makes the pod bridge with the first address of each pod CIDR and brings it up.
+// The IPv6 gateway is added without duplicate address detection, as in bridgeGateway.
+func createBridge(h *netlink.Handle, name string, cidrs []netip.Prefix) (netlink.Link, error) {
+	if err := h.LinkAdd(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: name}}); err != nil {
+		return nil, fmt.Errorf("creating it: %w", err)
+	}
+	br, err := h.LinkByName(name)
+	if err != nil {
+		return nil, err
+	}
+	for _, cidr := range cidrs {
+		cidr = cidr.Masked()
+		addr := &netlink.Addr{IPNet: &net.IPNet{IP: cidr.Addr().Next().AsSlice(), Mask: net.CIDRMask(cidr.Bits(), cidr.Addr().BitLen())}}
+		if cidr.Addr().Is6() {
+			addr.Flags = unix.IFA_F_NODAD
+		}
+		if err := h.AddrAdd(br, addr); err != nil {
+			return nil, fmt.Errorf("adding %s to it: %w", addr.IPNet, err)
+		}
+	}
+	if err := h.LinkSetUp(br); err != nil {
+		return nil, fmt.Errorf("bringing it up: %w", err)
+	}
+	return br, nil
 }
 
 // bridgeGateway finds the bridge's address in cidr; an IPv6 CIDR without one gets its first

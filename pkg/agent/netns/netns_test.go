@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	goruntime "runtime"
+	"slices"
 	"testing"
 	"time"
 
@@ -316,5 +317,47 @@ func expectSeenAs(t *testing.T, ns string, addr netip.AddrPort, want map[string]
 				t.Errorf("%s seen as %q, want %s", name, b, want[name])
 			}
 		})
+	}
+}
+
+// TestMissingBridgeIsCreatedWithEachCIDRsGateway: on a node without the pod bridge (a host
+// running `svcplane server --agent`), New makes it, up, with the first address of each pod
+// CIDR, and Pods attached to it reach each other through it.
+func TestMissingBridgeIsCreatedWithEachCIDRsGateway(t *testing.T) {
+	nodeNS := holder(t)
+	n, err := New(Config{NodeNS: nodeNS, Bridge: "cbr0", PodCIDRs: []netip.Prefix{podCIDR, podCIDRv6}, StateDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []netip.Addr{netip.MustParseAddr("10.244.7.1"), netip.MustParseAddr("fd00:244:0:7::1")}; !slices.Equal(n.Gateways(), want) {
+		t.Errorf("gateways %v, want %v", n.Gateways(), want)
+	}
+	h, err := handleAt(nodeNS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	br, err := h.LinkByName("cbr0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if br.Type() != "bridge" || br.Attrs().Flags&net.FlagUp == 0 {
+		t.Errorf("cbr0 is a %s with flags %v, want a bridge that is up", br.Type(), br.Attrs().Flags)
+	}
+	podA, podB := holder(t), holder(t)
+	ipsA, _ := n.Allocate("uid-a")
+	ipsB, _ := n.Allocate("uid-b")
+	if err := n.Attach(podA, "uid-a", ipsA); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Attach(podB, "uid-b", ipsB); err != nil {
+		t.Fatal(err)
+	}
+	expectSeenAs(t, podA, netip.AddrPortFrom(ipsA[0], 8080), map[string]netip.Addr{"pod b": ipsB[0]}, map[string]string{"pod b": podB})
+
+	// A second agent start finds the bridge it made and keeps its addresses.
+	again, err := New(Config{NodeNS: nodeNS, Bridge: "cbr0", PodCIDRs: []netip.Prefix{podCIDR, podCIDRv6}, StateDir: t.TempDir()})
+	if err != nil || !slices.Equal(again.Gateways(), n.Gateways()) {
+		t.Errorf("second New: gateways %v, %v; want %v", again.Gateways(), err, n.Gateways())
 	}
 }

@@ -68,12 +68,17 @@ type Options struct {
 	podCIDRs []string     // --pod-cidr split: what spec.podCIDRs must be
 }
 
-// NewCommand returns `svcplane agent`.
-func NewCommand() *cobra.Command {
-	o := &Options{PodBridge: "cbr0", DataDir: "/var/lib/svcplane-agent", ClusterDNS: "10.96.0.10",
+// NewOptions returns the defaults of the flags.
+func NewOptions() *Options {
+	return &Options{PodBridge: "cbr0", DataDir: "/var/lib/svcplane-agent", ClusterDNS: "10.96.0.10",
 		ClusterDomain: "cluster.local", HeartbeatInterval: 10 * time.Second, ProxyMode: "nftables", ClusterCIDR: "10.244.0.0/16",
 		ServiceCIDRs: []string{"10.96.0.0/12"}, AnnounceLoadBalancers: true,
 		AnnounceBeaconInterval: announce.DefaultBeaconInterval}
+}
+
+// NewCommand returns `svcplane agent`.
+func NewCommand() *cobra.Command {
+	o := NewOptions()
 	cmd := &cobra.Command{
 		Use:   "agent",
 		Short: "Run the node agent: register the Node and run its Pods as processes in network namespaces",
@@ -116,7 +121,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.NodeName, "node-name", o.NodeName, "Name of this Node; default the host name.")
 	fs.StringVar(&o.NodeIP, "node-ip", o.NodeIP, "Address other nodes reach this one at, or one per IP family (10.250.0.11,fd00:250::b; the first is the primary): the Node's InternalIPs, the Pods' hostIPs and the addresses NodePorts answer on; default the first non-loopback IPv4 address.")
 	fs.StringVar(&o.PodCIDR, "pod-cidr", o.PodCIDR, "Ask for this pod CIDR, or one per IP family (10.244.1.0/24,fd00:244:0:1::/64; the first is the primary), when registering (the IPv4 one must match the pod bridge; the bridge gets the IPv6 one's first address); default: wait for the server's node-ipam controller to assign them.")
-	fs.StringVar(&o.PodBridge, "pod-bridge", o.PodBridge, "Bridge Pods are attached to; it must exist and carry the gateway address of the pod CIDR.")
+	fs.StringVar(&o.PodBridge, "pod-bridge", o.PodBridge, "Bridge Pods are attached to; its address in each pod CIDR is the Pods' gateway. Created with each CIDR's first address if it does not exist.")
 	fs.StringVar(&o.DataDir, "data-dir", o.DataDir, "Directory for Pod state, logs and address allocations; keep it across restarts.")
 	fs.StringVar(&o.ClusterDNS, "cluster-dns", o.ClusterDNS, "Nameserver of Pods with dnsPolicy ClusterFirst (the DNS Service's IP); empty uses the node's resolv.conf.")
 	fs.StringVar(&o.ClusterDomain, "cluster-domain", o.ClusterDomain, "Cluster DNS domain.")
@@ -261,9 +266,7 @@ func (o *Options) Run(ctx context.Context) error {
 		return fmt.Errorf("node %s has pod CIDRs %v: %w", o.NodeName, nodePodCIDRs(node), err)
 	}
 	for _, c := range podCIDRs {
-		if c.Addr().Is6() {
-			warnIfNoIPv6Forwarding()
-		}
+		warnIfNoForwarding(c.Addr().Is6())
 	}
 	network, err := netns.New(netns.Config{Bridge: o.PodBridge, PodCIDRs: podCIDRs, StateDir: filepath.Join(o.DataDir, "ipam")})
 	if err != nil {
@@ -378,10 +381,18 @@ func parsePodCIDRs(list []string) ([]netip.Prefix, error) {
 // turns forwarding on itself: it may run in a host's own namespace, whose routing is not ours
 // to change (IPv4 forwarding is the node's business too; the sandbox sets both in node
 // namespaces only).
-func warnIfNoIPv6Forwarding() {
-	b, err := os.ReadFile("/proc/sys/net/ipv6/conf/all/forwarding")
+// warnIfNoForwarding names the sysctl to set when the node does not forward a family: the
+// agent writes no sysctls (the sandbox sets them in its node namespaces; on a host they are
+// the administrator's), but without forwarding Pods reach neither Services (whose DNAT to
+// another Pod is forwarded) nor other nodes.
+func warnIfNoForwarding(ipv6 bool) {
+	family, key := "IPv4", "net.ipv4.ip_forward"
+	if ipv6 {
+		family, key = "IPv6", "net.ipv6.conf.all.forwarding"
+	}
+	b, err := os.ReadFile("/proc/sys/" + strings.ReplaceAll(key, ".", "/"))
 	if err == nil && strings.TrimSpace(string(b)) != "1" {
-		klog.Warning("IPv6 forwarding is off in this network namespace, so Pods' IPv6 traffic to other nodes is not routed; set net.ipv6.conf.all.forwarding=1")
+		klog.Warningf("%s forwarding is off in this network namespace, so Pods' %s traffic to Services and to other nodes is not routed; set %s=1", family, family, key)
 	}
 }
 

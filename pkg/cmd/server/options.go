@@ -57,6 +57,8 @@ type Options struct {
 	DNS                   *embeddedDNS
 	// LBPools are the addresses of the LoadBalancerIPPool named "default".
 	LBPools []string
+	// Agent is --agent: this host's node agent, in this process.
+	Agent *localAgent
 
 	// Filled by Complete.
 	advertiseIP   netip.Addr
@@ -79,6 +81,7 @@ func NewOptions() *Options {
 		Etcd:                  genericoptions.NewEtcdOptions(storagebackend.NewDefaultConfig("/registry", nil)),
 		EndpointSlice:         endpointslice.DefaultOptions(),
 		DNS:                   newEmbeddedDNS(),
+		Agent:                 newLocalAgent(),
 	}
 }
 
@@ -97,6 +100,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	o.Etcd.AddFlags(fs)
 	o.EndpointSlice.AddFlags(fs)
 	o.DNS.addFlags(fs)
+	o.Agent.addFlags(fs)
 	fs.StringArrayVar(&o.LBPools, "lb-pool", o.LBPools,
 		"CIDR or first-last range of LoadBalancer Service addresses (repeatable); kept as the LoadBalancerIPPool named \"default\". Unset leaves that pool alone.")
 	fs.StringVar(&nodeipam.ClusterCIDR, "cluster-cidr", nodeipam.ClusterCIDR, "CIDR Pod addresses come from, or one per IP family (10.244.0.0/16,fd00:244::/56; the first is the primary): every Node without pod CIDRs gets the next free /24 (IPv4) and /64 (IPv6) of each.")
@@ -213,6 +217,9 @@ func (o *Options) Validate() error {
 	}
 	if err := o.DNS.completeAndValidate(o.serviceCIDRs, o.advertiseIP); err != nil {
 		errs = append(errs, err)
+	} else if len(errs) == 0 {
+		// Last, as it reads the DNS options completed just above.
+		errs = append(errs, o.Agent.complete(o))
 	}
 	if err := o.EndpointSlice.Validate(); err != nil {
 		errs = append(errs, err)

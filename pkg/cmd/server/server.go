@@ -92,6 +92,7 @@ func (o *Options) Run(ctx context.Context) error {
 		return nil
 	})
 	o.DNS.addHook(server, cancel)
+	o.Agent.addHook(ctx, server, cancel)
 	err = server.PrepareRun().RunWithContext(ctx)
 	if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
 		return cause

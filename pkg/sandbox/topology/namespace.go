@@ -210,7 +210,13 @@ func killLockHolders(name string) error {
 // lock file open, also once the file has been removed: while a sandbox runs, its server,
 // forwarder and agents and every Pod they started; after `down`, none.
 func LockHolders(name string) ([]int, error) {
-	lock := filepath.Join(LockDir, name+".lock")
+	return Holders(filepath.Join(LockDir, name+".lock"))
+}
+
+// Holders lists the processes other than this one (and init) that have the file at path open,
+// also once it has been removed. Tests mark what they start with a file this way: the mark is
+// inherited by everything started from it, Pods included.
+func Holders(path string) ([]int, error) {
 	procs, err := os.ReadDir("/proc")
 	if err != nil {
 		return nil, fmt.Errorf("listing processes: %w", err)
@@ -219,7 +225,7 @@ func LockHolders(name string) ([]int, error) {
 	var pids []int
 	for _, p := range procs {
 		pid, err := strconv.Atoi(p.Name())
-		if err == nil && pid != self && pid != 1 && holds(pid, lock) {
+		if err == nil && pid != self && pid != 1 && holds(pid, path) {
 			pids = append(pids, pid)
 		}
 	}
