@@ -26,10 +26,12 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/svcplane/svcplane/pkg/agent/announce"
+	"github.com/svcplane/svcplane/pkg/agent/egress"
 	"github.com/svcplane/svcplane/pkg/agent/netns"
 	"github.com/svcplane/svcplane/pkg/agent/pods"
 	"github.com/svcplane/svcplane/pkg/agent/runtime"
 	"github.com/svcplane/svcplane/pkg/cmd/cmdutil"
+	"github.com/svcplane/svcplane/pkg/proxy/app"
 )
 
 // Options are the agent's flags.
@@ -63,6 +65,9 @@ type Options struct {
 	AnnounceLoadBalancers bool
 	// AnnounceBeaconInterval is how often the announcer tells the other nodes it is alive.
 	AnnounceBeaconInterval time.Duration
+	// MasqueradePodEgress masquerades Pods' traffic to outside the cluster CIDRs (package
+	// egress).
+	MasqueradePodEgress bool
 
 	nodeIPs  []netip.Addr // --node-ip, primary first: the Node's InternalIPs, Pods' hostIPs
 	podCIDRs []string     // --pod-cidr split: what spec.podCIDRs must be
@@ -73,7 +78,7 @@ func NewOptions() *Options {
 	return &Options{PodBridge: "cbr0", DataDir: "/var/lib/svcplane-agent", ClusterDNS: "10.96.0.10",
 		ClusterDomain: "cluster.local", HeartbeatInterval: 10 * time.Second, ProxyMode: "nftables", ClusterCIDR: "10.244.0.0/16",
 		ServiceCIDRs: []string{"10.96.0.0/12"}, AnnounceLoadBalancers: true,
-		AnnounceBeaconInterval: announce.DefaultBeaconInterval}
+		AnnounceBeaconInterval: announce.DefaultBeaconInterval, MasqueradePodEgress: true}
 }
 
 // NewCommand returns `svcplane agent`.
@@ -126,6 +131,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.ClusterDNS, "cluster-dns", o.ClusterDNS, "Nameserver of Pods with dnsPolicy ClusterFirst (the DNS Service's IP); empty uses the node's resolv.conf.")
 	fs.StringVar(&o.ClusterDomain, "cluster-domain", o.ClusterDomain, "Cluster DNS domain.")
 	fs.DurationVar(&o.HeartbeatInterval, "heartbeat-interval", o.HeartbeatInterval, "How often the Node's Ready condition is renewed.")
+	fs.BoolVar(&o.MasqueradePodEgress, "masquerade-pod-egress", o.MasqueradePodEgress, "Masquerade Pods' traffic to addresses outside --cluster-cidr behind the node's address (nftables table svcplane-egress), so hosts without routes to the pod CIDRs can answer.")
 	fs.StringVar(&o.Netns, "netns", o.Netns, "Refuse to run unless this process is inside the named network namespace (/run/netns/NAME).")
 	o.addProxyFlags(fs)
 }
@@ -272,6 +278,7 @@ func (o *Options) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	o.ensureEgress(podCIDRs)
 	exe, err := os.Executable()
 	if err != nil {
 		return fmt.Errorf("finding the svcplane binary: %w", err)
@@ -381,6 +388,19 @@ func parsePodCIDRs(list []string) ([]netip.Prefix, error) {
 // turns forwarding on itself: it may run in a host's own namespace, whose routing is not ours
 // to change (IPv4 forwarding is the node's business too; the sandbox sets both in node
 // namespaces only).
+// ensureEgress writes (or, turned off, removes) the egress masquerade. Pods still reach each
+// other and Services without it, so a kernel without nftables NAT (where the userspace proxy
+// mode is the choice) only costs a warning.
+func (o *Options) ensureEgress(podCIDRs []netip.Prefix) {
+	clusterCIDRs, err := app.ParseCIDRList("--cluster-cidr", o.ClusterCIDR)
+	if err == nil {
+		err = egress.Ensure(egress.Config{PodCIDRs: podCIDRs, ClusterCIDRs: clusterCIDRs, Bridge: o.PodBridge, Disabled: !o.MasqueradePodEgress})
+	}
+	if err != nil && o.MasqueradePodEgress {
+		klog.ErrorS(err, "Pods' traffic leaving the cluster is not masqueraded: hosts without routes to the pod CIDRs cannot answer it (--masquerade-pod-egress=false silences this)")
+	}
+}
+
 // warnIfNoForwarding names the sysctl to set when the node does not forward a family: the
 // agent writes no sysctls (the sandbox sets them in its node namespaces; on a host they are
 // the administrator's), but without forwarding Pods reach neither Services (whose DNAT to
