@@ -160,10 +160,22 @@ func listNamespaces() ([]string, error) {
 func killProcessesIn(namespaces []string) error {
 	targets := map[nsID]bool{}
 	for _, ns := range namespaces {
-		id, err := statNamespace(filepath.Join(netnsDir, ns))
-		if err == nil {
-			targets[id] = true
+		// Held open until the scan ends: a namespace that another remover deletes meanwhile
+		// would free its inode number, which the kernel hands to the next new namespace (a
+		// test's, a Pod's), and its processes would be killed instead. An open namespace
+		// cannot go away.
+		f, err := os.Open(filepath.Join(netnsDir, ns))
+		if err != nil {
+			continue
 		}
+		defer f.Close()
+		var fs unix.Statfs_t
+		var st unix.Stat_t
+		// Already unmounted by someone else: the path is now a plain file of /run/netns.
+		if unix.Fstatfs(int(f.Fd()), &fs) != nil || fs.Type != unix.NSFS_MAGIC || unix.Fstat(int(f.Fd()), &st) != nil {
+			continue
+		}
+		targets[nsID{dev: st.Dev, ino: st.Ino}] = true
 	}
 	if len(targets) == 0 {
 		return nil
