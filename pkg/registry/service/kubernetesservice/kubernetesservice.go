@@ -58,8 +58,15 @@ type Reconciler struct {
 	stopped bool
 }
 
+// firstRetry is the wait after a failed reconcile, doubled on each further failure up to
+// Interval. At start the first one fails as a rule: the server creates the default namespace
+// in a hook of its own, and waiting a whole Interval would leave clients without the
+// kubernetes Service for that long.
+const firstRetry = 100 * time.Millisecond
+
 // Run reconciles now and every Interval until ctx ends.
 func (r *Reconciler) Run(ctx context.Context) {
+	retry := firstRetry
 	for {
 		r.mu.Lock()
 		var err error
@@ -67,13 +74,21 @@ func (r *Reconciler) Run(ctx context.Context) {
 			err = r.reconcile(ctx, true)
 		}
 		r.mu.Unlock()
+		wait := r.Interval
 		if err != nil && ctx.Err() == nil {
-			klog.ErrorS(err, "Reconciling the kubernetes Service failed; retrying")
+			wait = min(retry, r.Interval)
+			retry *= 2
+			klog.V(1).InfoS("Reconciling the kubernetes Service failed; retrying", "err", err, "after", wait)
+			if retry > 4*firstRetry {
+				klog.ErrorS(err, "Reconciling the kubernetes Service failed; retrying", "after", wait)
+			}
+		} else {
+			retry = firstRetry
 		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(r.Interval):
+		case <-time.After(wait):
 		}
 	}
 }
