@@ -7,7 +7,6 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -21,8 +20,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/svcplane/svcplane/pkg/sandbox/topology"
 	"github.com/svcplane/svcplane/test/netns"
@@ -155,30 +152,7 @@ func startAllInOne(t *testing.T, c *netns.Cluster, member, dataDir string, args 
 	marker.Close()
 	stopOnCleanup(t, cmd, "svcplane server --agent", logPath)
 
-	var client kubernetes.Interface
-	eventually(t, 90*time.Second, "svcplane server --agent ready", func() error {
-		if client == nil {
-			cfg, err := clientcmd.BuildConfigFromFlags("", filepath.Join(dataDir, "admin.kubeconfig"))
-			if err != nil {
-				return err
-			}
-			cfg.Dial = func(ctx context.Context, network, address string) (net.Conn, error) {
-				return c.Dial(ctx, member, network, address)
-			}
-			cfg.WarningHandler = rest.NoWarnings{}
-			if client, err = kubernetes.NewForConfig(cfg); err != nil {
-				return err
-			}
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		body, err := client.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
-		if err != nil || string(body) != "ok" {
-			return fmt.Errorf("/readyz: %v %s", err, body)
-		}
-		return nil
-	})
-	return client
+	return readyClientInside(t, c, member, filepath.Join(dataDir, "admin.kubeconfig"), "")
 }
 
 func nodeIsReady(n *corev1.Node) bool {

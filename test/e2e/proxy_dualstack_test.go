@@ -286,17 +286,30 @@ func startDualStackServer(t *testing.T, c *netns.Cluster) (kubernetes.Interface,
 	stopOnCleanup(t, cmd, "svcplane server", logPath)
 
 	kubeconfig := filepath.Join(dataDir, "admin.kubeconfig")
+	client := readyClientInside(t, c, netns.ControlPlane, kubeconfig, "https://"+net.JoinHostPort(addr, strconv.Itoa(topology.APIServerPort)))
+	// The default namespace is created by the server after it turns ready.
+	eventually(t, 30*time.Second, "the default namespace", func() error {
+		_, err := client.CoreV1().Namespaces().Get(context.Background(), "default", metav1.GetOptions{})
+		return err
+	})
+	return client, kubeconfig
+}
+
+// readyClientInside waits until the server of the admin kubeconfig at path answers /readyz,
+// and returns a client for it. This test process stays in the host namespace; the client's
+// connections are opened inside member, where the server listens. host, when set, overrides
+// the kubeconfig's server URL.
+func readyClientInside(t *testing.T, c *netns.Cluster, member, kubeconfig, host string) kubernetes.Interface {
+	t.Helper()
 	var client kubernetes.Interface
-	eventually(t, 90*time.Second, "svcplane server ready", func() error {
+	eventually(t, 90*time.Second, "the server of "+kubeconfig+" ready", func() error {
 		if client == nil {
-			cfg, err := clientcmd.BuildConfigFromFlags("https://"+net.JoinHostPort(addr, strconv.Itoa(topology.APIServerPort)), kubeconfig)
+			cfg, err := clientcmd.BuildConfigFromFlags(host, kubeconfig)
 			if err != nil {
 				return err
 			}
-			// This test process stays in the host namespace; its connections are opened
-			// inside cp, where the server listens.
 			cfg.Dial = func(ctx context.Context, network, address string) (net.Conn, error) {
-				return c.Dial(ctx, netns.ControlPlane, network, address)
+				return c.Dial(ctx, member, network, address)
 			}
 			cfg.WarningHandler = rest.NoWarnings{}
 			if client, err = kubernetes.NewForConfig(cfg); err != nil {
@@ -309,11 +322,9 @@ func startDualStackServer(t *testing.T, c *netns.Cluster) (kubernetes.Interface,
 		if err != nil || string(body) != "ok" {
 			return fmt.Errorf("/readyz: %v %s", err, body)
 		}
-		// The default namespace is created by the server after it turns ready.
-		_, err = client.CoreV1().Namespaces().Get(ctx, "default", metav1.GetOptions{})
-		return err
+		return nil
 	})
-	return client, kubeconfig
+	return client
 }
 
 // startDualStackProxy runs `svcplane proxy` in mode in member with a cluster CIDR of each
