@@ -384,10 +384,6 @@ func parsePodCIDRs(list []string) ([]netip.Prefix, error) {
 	return out, nil
 }
 
-// warnIfNoIPv6Forwarding says why Pods' IPv6 traffic would not cross nodes. The agent never
-// turns forwarding on itself: it may run in a host's own namespace, whose routing is not ours
-// to change (IPv4 forwarding is the node's business too; the sandbox sets both in node
-// namespaces only).
 // ensureEgress writes (or, turned off, removes) the egress masquerade. Pods still reach each
 // other and Services without it, so a kernel without nftables NAT (where the userspace proxy
 // mode is the choice) only costs a warning.
@@ -401,10 +397,10 @@ func (o *Options) ensureEgress(podCIDRs []netip.Prefix) {
 	}
 }
 
-// warnIfNoForwarding names the sysctl to set when the node does not forward a family: the
-// agent writes no sysctls (the sandbox sets them in its node namespaces; on a host they are
-// the administrator's), but without forwarding Pods reach neither Services (whose DNAT to
-// another Pod is forwarded) nor other nodes.
+// warnIfNoForwarding names the sysctl to set when the node does not forward a family. The
+// agent never turns forwarding on itself: it may run in a host's own namespace, whose routing
+// is not ours to change (the sandbox sets it in its node namespaces only). Without it Pods
+// reach neither Services (whose DNAT to another Pod is forwarded) nor other nodes.
 func warnIfNoForwarding(ipv6 bool) {
 	family, key := "IPv4", "net.ipv4.ip_forward"
 	if ipv6 {

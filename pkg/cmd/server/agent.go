@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/netip"
 	"path/filepath"
-	"strings"
 
 	"github.com/spf13/pflag"
 	genericapiserver "k8s.io/apiserver/pkg/server"
@@ -63,7 +62,10 @@ func (a *localAgent) complete(o *Options) error {
 		opts.DataDir = filepath.Join(o.DataDir, "agent")
 	}
 	opts.ClusterCIDR = nodeipam.ClusterCIDR
-	opts.ServiceCIDRs = strings.Split(o.ServiceClusterIPRange, ",")
+	opts.ServiceCIDRs = nil
+	for _, cidr := range o.serviceCIDRs {
+		opts.ServiceCIDRs = append(opts.ServiceCIDRs, cidr.String())
+	}
 	opts.ClusterDNS = ""
 	if o.DNS.enabled {
 		opts.ClusterDNS = o.DNS.opts.ServiceIP
