@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -207,15 +208,30 @@ func killProcessesIn(namespaces []string) error {
 // in a network namespace of its own, in a session of its own (so Pods outlive an agent
 // restart, as containers outlive a kubelet's), and every Pod inherits the lock from its agent;
 // only the lock still tells them apart from the host's processes once the agent is gone.
+// It repeats until none is left (a shell in a Pod may fork between one scan and its kill) and
+// a killed process has closed its files, or a few seconds have passed.
 func killLockHolders(name string) error {
-	pids, err := LockHolders(name)
 	var errs []error
-	for _, pid := range pids {
-		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
-			errs = append(errs, fmt.Errorf("killing pid %d (%s), which holds the sandbox's lock: %w", pid, processName(pid), err))
+	for deadline := time.Now().Add(3 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		pids, err := LockHolders(name)
+		if err != nil {
+			return err
+		}
+		if len(pids) == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			for _, pid := range pids {
+				errs = append(errs, fmt.Errorf("pid %d (%s) still holds the sandbox's lock after SIGKILL", pid, processName(pid)))
+			}
+			return errors.Join(errs...)
+		}
+		for _, pid := range pids {
+			if err := syscall.Kill(pid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
+				return fmt.Errorf("killing pid %d (%s), which holds the sandbox's lock: %w", pid, processName(pid), err)
+			}
 		}
 	}
-	return errors.Join(append(errs, err)...)
 }
 
 // LockHolders lists the processes other than this one (and init) that hold topology name's
