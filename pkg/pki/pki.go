@@ -32,7 +32,14 @@ const (
 // Files are the paths of the PKI inside a data dir.
 type Files struct {
 	CACert, CAKey, ServingCert, ServingKey string
+	// KubeletClientCert and KubeletClientKey are what the API server shows node agents when
+	// it fetches a container's log from them (upstream's --kubelet-client-certificate).
+	KubeletClientCert, KubeletClientKey string
 }
+
+// KubeletClientCommonName is the subject of the API server's client certificate towards node
+// agents; agents accept no other.
+const KubeletClientCommonName = "svcplane:apiserver-kubelet-client"
 
 // FilesIn returns the PKI paths under dir/pki.
 func FilesIn(dir string) Files {
@@ -42,6 +49,9 @@ func FilesIn(dir string) Files {
 		CAKey:       filepath.Join(pkiDir, "ca.key"),
 		ServingCert: filepath.Join(pkiDir, "apiserver.crt"),
 		ServingKey:  filepath.Join(pkiDir, "apiserver.key"),
+
+		KubeletClientCert: filepath.Join(pkiDir, "apiserver-kubelet-client.crt"),
+		KubeletClientKey:  filepath.Join(pkiDir, "apiserver-kubelet-client.key"),
 	}
 }
 
@@ -62,6 +72,12 @@ func Ensure(f Files, hosts []string) ([]byte, error) {
 	if err != nil || !covers(serving, hosts) || time.Until(serving.NotAfter) < renewBefore || serving.CheckSignatureFrom(caCert) != nil {
 		if err := newServing(f, caCert, caKey, hosts); err != nil {
 			return nil, fmt.Errorf("issuing the API server's serving certificate: %w", err)
+		}
+	}
+	client, _, err := loadPair(f.KubeletClientCert, f.KubeletClientKey)
+	if err != nil || time.Until(client.NotAfter) < renewBefore || client.CheckSignatureFrom(caCert) != nil {
+		if err := newKubeletClient(f, caCert, caKey); err != nil {
+			return nil, fmt.Errorf("issuing the API server's client certificate for node agents: %w", err)
 		}
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caCert.Raw}), nil
@@ -132,6 +148,27 @@ func newServing(f Files, ca *x509.Certificate, caKey crypto.Signer, hosts []stri
 		return err
 	}
 	return writePair(f.ServingCert, f.ServingKey, der, key)
+}
+
+func newKubeletClient(f Files, ca *x509.Certificate, caKey crypto.Signer) error {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	tmpl := &x509.Certificate{
+		SerialNumber: serial(),
+		Subject:      pkix.Name{CommonName: KubeletClientCommonName},
+		NotBefore:    now.Add(-time.Hour),
+		NotAfter:     now.Add(servingValidity),
+		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, key.Public(), caKey)
+	if err != nil {
+		return err
+	}
+	return writePair(f.KubeletClientCert, f.KubeletClientKey, der, key)
 }
 
 func serial() *big.Int {

@@ -93,3 +93,35 @@ func (a *Agent) loadRecords() []*record {
 	}
 	return out
 }
+
+// FindLog returns the log of container of the Pod namespace/name that an agent with this data
+// dir runs (the one started last, if an old instance is still being stopped), or
+// os.ErrNotExist.
+func FindLog(dataDir, namespace, name, container string) (string, error) {
+	dirs, err := os.ReadDir(filepath.Join(dataDir, "pods"))
+	if err != nil {
+		return "", err
+	}
+	var found *record
+	for _, d := range dirs {
+		b, err := os.ReadFile(filepath.Join(dataDir, "pods", d.Name(), "state.json"))
+		if err != nil {
+			continue
+		}
+		var r record
+		if json.Unmarshal(b, &r) != nil || r.Namespace != namespace || r.Name != name {
+			continue
+		}
+		if found == nil || r.StartTime.After(found.StartTime) {
+			found = &r
+		}
+	}
+	if found == nil {
+		return "", os.ErrNotExist
+	}
+	path := LogPath(dataDir, found.UID, container)
+	if _, err := os.Stat(path); err != nil {
+		return "", err
+	}
+	return path, nil
+}

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	goruntime "runtime"
+	"strconv"
 	"strings"
 	"time"
 
@@ -27,6 +28,7 @@ import (
 
 	"github.com/svcplane/svcplane/pkg/agent/announce"
 	"github.com/svcplane/svcplane/pkg/agent/egress"
+	"github.com/svcplane/svcplane/pkg/agent/logserver"
 	"github.com/svcplane/svcplane/pkg/agent/netns"
 	"github.com/svcplane/svcplane/pkg/agent/pods"
 	"github.com/svcplane/svcplane/pkg/agent/runtime"
@@ -68,6 +70,9 @@ type Options struct {
 	// MasqueradePodEgress masquerades Pods' traffic to outside the cluster CIDRs (package
 	// egress).
 	MasqueradePodEgress bool
+	// LogsPort is where the API server fetches containers' logs for `kubectl logs` (package
+	// logserver); 0 turns it off.
+	LogsPort int
 
 	nodeIPs  []netip.Addr // --node-ip, primary first: the Node's InternalIPs, Pods' hostIPs
 	podCIDRs []string     // --pod-cidr split: what spec.podCIDRs must be
@@ -78,7 +83,7 @@ func NewOptions() *Options {
 	return &Options{PodBridge: "cbr0", DataDir: "/var/lib/svcplane-agent", ClusterDNS: "10.96.0.10",
 		ClusterDomain: "cluster.local", HeartbeatInterval: 10 * time.Second, ProxyMode: "nftables", ClusterCIDR: "10.244.0.0/16",
 		ServiceCIDRs: []string{"10.96.0.0/12"}, AnnounceLoadBalancers: true,
-		AnnounceBeaconInterval: announce.DefaultBeaconInterval, MasqueradePodEgress: true}
+		AnnounceBeaconInterval: announce.DefaultBeaconInterval, MasqueradePodEgress: true, LogsPort: logserver.DefaultPort}
 }
 
 // NewCommand returns `svcplane agent`.
@@ -132,6 +137,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.ClusterDomain, "cluster-domain", o.ClusterDomain, "Cluster DNS domain.")
 	fs.DurationVar(&o.HeartbeatInterval, "heartbeat-interval", o.HeartbeatInterval, "How often the Node's Ready condition is renewed.")
 	fs.BoolVar(&o.MasqueradePodEgress, "masquerade-pod-egress", o.MasqueradePodEgress, "Masquerade Pods' traffic to addresses outside --cluster-cidr behind the node's address (nftables table svcplane-egress), so hosts without routes to the pod CIDRs can answer.")
+	fs.IntVar(&o.LogsPort, "logs-port", o.LogsPort, "Port (on every address) where the API server fetches containers' logs for `kubectl logs`, the kubelet's port; 0 turns it off. Only the API server's client certificate, signed by --certificate-authority, is served.")
 	fs.StringVar(&o.Netns, "netns", o.Netns, "Refuse to run unless this process is inside the named network namespace (/run/netns/NAME).")
 	o.addProxyFlags(fs)
 }
@@ -292,6 +298,7 @@ func (o *Options) Run(ctx context.Context) error {
 	errc := make(chan error, 3)
 	go func() { errc <- agent.Run(ctx) }()
 	go o.heartbeat(ctx, client)
+	go o.serveLogs(ctx)
 	go func() { errc <- o.runProxy(ctx, client) }()
 	announcerDone := make(chan struct{})
 	go func() {
@@ -384,6 +391,43 @@ func parsePodCIDRs(list []string) ([]netip.Prefix, error) {
 	return out, nil
 }
 
+// serveLogs runs the log server for `kubectl logs` until ctx ends. Pods run without it, so a
+// port in use only costs an error in the log.
+func (o *Options) serveLogs(ctx context.Context) {
+	if o.servedLogsPort() == 0 {
+		if o.LogsPort == 0 {
+			return
+		}
+		klog.InfoS("not serving containers' logs: without --certificate-authority the API server's client certificate cannot be checked, so kubectl logs will not work for this node's Pods")
+		return
+	}
+	// A restarted agent may find the port still held for a moment by the one before it.
+	for logged := false; ; {
+		err := logserver.Serve(ctx, logserver.Config{Addr: net.JoinHostPort("", strconv.Itoa(o.LogsPort)), CAFile: o.CAFile,
+			DataDir: o.DataDir, Hosts: o.nodeIPs})
+		if err == nil || ctx.Err() != nil {
+			return
+		}
+		if !logged {
+			klog.ErrorS(err, "not serving containers' logs yet, retrying: kubectl logs does not work for this node's Pods meanwhile")
+			logged = true
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(2 * time.Second):
+		}
+	}
+}
+
+// servedLogsPort is the port logs are served on, 0 when they are not.
+func (o *Options) servedLogsPort() int {
+	if o.CAFile == "" {
+		return 0
+	}
+	return o.LogsPort
+}
+
 // ensureEgress writes (or, turned off, removes) the egress masquerade. Pods still reach each
 // other and Services without it, so a kernel without nftables NAT (where the userspace proxy
 // mode is the choice) only costs a warning.
@@ -449,6 +493,8 @@ func (o *Options) nodeStatus(old []corev1.NodeCondition, now time.Time) corev1.N
 			LastHeartbeatTime: metav1.NewTime(now), LastTransitionTime: transition,
 		}},
 		NodeInfo: corev1.NodeSystemInfo{OperatingSystem: goruntime.GOOS, Architecture: goruntime.GOARCH, KubeletVersion: "svcplane"},
+		// Where the API server fetches logs, as from a kubelet (0 when not served).
+		DaemonEndpoints: corev1.NodeDaemonEndpoints{KubeletEndpoint: corev1.DaemonEndpoint{Port: int32(o.servedLogsPort())}},
 		Capacity: corev1.ResourceList{
 			corev1.ResourcePods: *resourceQuantity(110),
 		},
