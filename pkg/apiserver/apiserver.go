@@ -8,6 +8,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"net/http"
 	"strings"
 	"time"
 
@@ -57,6 +58,9 @@ type Config struct {
 	Controllers []controller.Registration
 	// Services configures Service allocation and the kubernetes Service; nil disables both.
 	Services *ServiceConfig
+	// KubeletTransport reaches node agents for pods/log (see pod.LogREST); nil leaves logs
+	// unavailable.
+	KubeletTransport http.RoundTripper
 }
 
 type completedConfig struct {
@@ -64,6 +68,7 @@ type completedConfig struct {
 	informers   informers.SharedInformerFactory
 	controllers []controller.Registration
 	services    *ServiceConfig
+	kubelet     http.RoundTripper
 }
 
 // CompletedConfig is a Config whose derived fields are filled in.
@@ -78,6 +83,7 @@ func (c *Config) Complete() CompletedConfig {
 		informers:   c.Informers,
 		controllers: c.Controllers,
 		services:    c.Services,
+		kubelet:     c.KubeletTransport,
 	}}
 }
 
@@ -105,7 +111,7 @@ func (c CompletedConfig) New() (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	stores, err := installAPIs(s, c.generic.RESTOptionsGetter, c.services)
+	stores, err := installAPIs(s, c.generic.RESTOptionsGetter, c.services, c.kubelet)
 	if err != nil {
 		return nil, err
 	}
@@ -158,7 +164,7 @@ func (c CompletedConfig) New() (*Server, error) {
 
 // installAPIs installs the core group at /api and the named groups (apps, discovery.k8s.io,
 // svcplane.io) at /apis, and returns the main store of each resource.
-func installAPIs(s *genericapiserver.GenericAPIServer, opts generic.RESTOptionsGetter, services *ServiceConfig) (map[schema.GroupVersionResource]rest.Storage, error) {
+func installAPIs(s *genericapiserver.GenericAPIServer, opts generic.RESTOptionsGetter, services *ServiceConfig, kubelet http.RoundTripper) (map[schema.GroupVersionResource]rest.Storage, error) {
 	var allocators *allocator.Set
 	if services != nil {
 		allocators = services.Allocators
@@ -179,6 +185,7 @@ func installAPIs(s *genericapiserver.GenericAPIServer, opts generic.RESTOptionsG
 		}
 		maps.Copy(core, stores.Map())
 	}
+	core["pods/log"] = &pod.LogREST{Pods: core["pods"].(rest.Getter), Nodes: core["nodes"].(rest.Getter), Transport: kubelet}
 	namespaces, err := namespace.NewREST(opts, printers.ForNamespaces())
 	if err != nil {
 		return nil, err

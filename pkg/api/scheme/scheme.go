@@ -51,6 +51,7 @@ func init() {
 		}
 	}
 	utilruntime.Must(addFieldLabelConversions(Scheme))
+	utilruntime.Must(addPodLogOptionsConversion(Scheme))
 	addDefaultingFuncs(Scheme)
 
 	// The discovery documents and Status are unversioned, as in every Kubernetes API server.

@@ -4,9 +4,11 @@
 package server
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -335,7 +337,30 @@ func (o *Options) Config(etcdEndpoint string) (*apiserver.Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &apiserver.Config{Generic: cfg, Informers: factory, Controllers: o.controllers(), Services: services}, nil
+	kubelet, err := o.kubeletTransport()
+	if err != nil {
+		return nil, err
+	}
+	return &apiserver.Config{Generic: cfg, Informers: factory, Controllers: o.controllers(), Services: services,
+		KubeletTransport: kubelet}, nil
+}
+
+// kubeletTransport is how the server reaches node agents for `kubectl logs`: with the client
+// certificate its CA signed for them (pki.Ensure). Like kube-apiserver without
+// --kubelet-certificate-authority it does not verify the agents' own certificates. A server
+// given --tls-cert-file has no CA of its own, and serves no logs.
+func (o *Options) kubeletTransport() (http.RoundTripper, error) {
+	certs := pki.FilesIn(o.DataDir)
+	if o.SecureServing.ServerCert.CertKey.CertFile != certs.ServingCert {
+		return nil, nil
+	}
+	cert, err := tls.LoadX509KeyPair(certs.KubeletClientCert, certs.KubeletClientKey)
+	if err != nil {
+		return nil, fmt.Errorf("loading the client certificate for node agents: %w", err)
+	}
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.TLSClientConfig = &tls.Config{Certificates: []tls.Certificate{cert}, InsecureSkipVerify: true, MinVersion: tls.VersionTLS12}
+	return t, nil
 }
 
 // dropManagedFields slims objects before they enter the built-in controllers' informer caches,
