@@ -31,7 +31,7 @@ import (
 // SIGTERM: that process is what keeps a Pod's network namespace alive between container
 // restarts and agent restarts.
 func InitMain(args []string) error {
-	var netnsPath, hostname, resolvConf, dir string
+	var netnsPath, hostname, resolvConf, dir, notNetNS string
 	pause := false
 	var command []string
 	for i, a := range args {
@@ -50,12 +50,14 @@ func InitMain(args []string) error {
 			dir = v
 		case "--pause":
 			pause = true
+		case "--not-netns":
+			notNetNS = v
 		default:
 			return fmt.Errorf("pod-init: unknown argument %q", a)
 		}
 	}
 	if pause {
-		return pauseMain()
+		return pauseMain(notNetNS)
 	}
 	if len(command) == 0 {
 		return errors.New("pod-init: no command after --")
@@ -117,18 +119,27 @@ func InitMain(args []string) error {
 // agent's help — the node namespace deleted while the agent was down, as `sandbox down` does:
 // the kernel then deletes the veth pair, eth0 vanishes here, and the Pod's processes, which
 // live in no named namespace and would otherwise be missed, are killed.
-func pauseMain() error {
+//
+// notNetNS is the namespace of the process that started it (Start passes it, see
+// startedFrom). Reading the parent's /proc entry instead would name the namespace of its main
+// thread at that moment, which may be this very one: the agent enters a Pod's namespace on
+// some thread to wire it up, the main thread included.
+func pauseMain(notNetNS string) error {
 	// Killing namespace mates is only safe in a namespace of the Pod's own: refuse to run in
 	// the namespace of init or of whoever started us.
 	own, err := os.Readlink("/proc/self/ns/net")
 	if err != nil {
 		return fmt.Errorf("pod-init --pause: %w", err)
 	}
-	parent, err := os.Readlink("/proc/" + strconv.Itoa(os.Getppid()) + "/ns/net")
+	parent := notNetNS
+	if parent == "" {
+		parent, err = os.Readlink("/proc/" + strconv.Itoa(os.Getppid()) + "/ns/net")
+	}
 	// pid 1 may be unreadable inside a container; the parent never is.
 	initNS, _ := os.Readlink("/proc/1/ns/net")
 	if err != nil || parent == own || initNS == own {
-		return errors.New("pod-init --pause must run in a network namespace of its own (clone it with CLONE_NEWNET)")
+		return fmt.Errorf("pod-init --pause must run in a network namespace of its own (clone it with CLONE_NEWNET): it is in %s, its parent in %q (%v), init in %q",
+			own, parent, err, initNS)
 	}
 	unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, "")
 	unix.Unmount("/sys", unix.MNT_DETACH)

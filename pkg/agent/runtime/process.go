@@ -109,6 +109,11 @@ type Started struct {
 	Exited <-chan Exit
 }
 
+// startedFrom is this process's network namespace as it started: read by package
+// initialisation on the main thread, before any goroutine could move a thread elsewhere. A
+// pause process refuses to run in it.
+var startedFrom, _ = os.Readlink("/proc/thread-self/ns/net")
+
 // Start starts spec.
 func (r *Runtime) Start(spec Spec) (Started, error) {
 	if len(r.Init) == 0 {
@@ -129,6 +134,9 @@ func (r *Runtime) Start(spec Spec) (Started, error) {
 	}
 	if spec.Path == "" {
 		args = append(args, "--pause")
+		if startedFrom != "" {
+			args = append(args, "--not-netns="+startedFrom)
+		}
 	} else {
 		args = append(append(args, "--", spec.Path), spec.Args...)
 	}

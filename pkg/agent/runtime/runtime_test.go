@@ -189,3 +189,29 @@ func TestSupervisorRestartPolicies(t *testing.T) {
 		})
 	}
 }
+
+// TestPauseRefusesTheNamespaceItWasStartedFrom: a pause process kills its namespace mates when
+// the Pod's network goes, so it must never run in the agent's own namespace. It learns that
+// namespace from Start, not from the agent's /proc entry, which names whatever namespace the
+// agent's main thread is in at that moment.
+func TestPauseRefusesTheNamespaceItWasStartedFrom(t *testing.T) {
+	r := testRuntime(t)
+	log := filepath.Join(t.TempDir(), "pause.log")
+	p, err := r.Start(Spec{LogPath: log}) // a pause without a namespace of its own
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case e := <-p.Exited:
+		if e.Code != 127 || !strings.Contains(readLog(log), "must run in a network namespace of its own") ||
+			!strings.Contains(readLog(log), startedFrom) {
+			t.Errorf("pause in the test's namespace exited %+v with %q; want 127 naming %s", e, readLog(log), startedFrom)
+		}
+	case <-time.After(10 * time.Second):
+		Stop(p, time.Second)
+		t.Fatal("a pause process runs in the namespace it was started from")
+	}
+	if startedFrom == "" || !strings.HasPrefix(startedFrom, "net:[") {
+		t.Errorf("startedFrom = %q, want this process's net:[...] namespace", startedFrom)
+	}
+}
