@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -19,6 +20,12 @@ import (
 	"github.com/svcplane/svcplane/pkg/cmd/testserver"
 	"github.com/svcplane/svcplane/pkg/version"
 )
+
+// init keeps the main goroutine on the main thread, so that no other goroutine ever runs there.
+// Goroutines enter Pods' network namespaces on the thread they run on (netlink handles do),
+// and /proc/self/ns/net names the main thread's namespace: the proxy compares it with its own
+// thread's before it programs nftables, and it must always be the process's own.
+func init() { runtime.LockOSThread() }
 
 func main() {
 	root := &cobra.Command{
