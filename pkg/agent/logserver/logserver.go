@@ -24,6 +24,7 @@ import (
 	"net/netip"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"k8s.io/klog/v2"
@@ -187,6 +188,12 @@ func serveLog(w http.ResponseWriter, r *http.Request, cfg Config) {
 		return
 	}
 	ns, pod, container := r.PathValue("namespace"), r.PathValue("pod"), r.PathValue("container")
+	// The container's name becomes part of a file name: a name that is not one (the API
+	// server only sends names from the Pod's spec, which are DNS labels) is refused.
+	if container == "" || container == "." || container == ".." || strings.ContainsAny(container, "/\\\x00") {
+		http.Error(w, fmt.Sprintf("%q is not a container name", container), http.StatusBadRequest)
+		return
+	}
 	path, err := pods.FindLog(cfg.DataDir, ns, pod, container)
 	if err != nil {
 		http.Error(w, fmt.Sprintf("container %q of pod %s/%s has no log on this node (not started yet, or stopped)", container, ns, pod), http.StatusNotFound)

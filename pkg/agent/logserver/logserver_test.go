@@ -111,6 +111,10 @@ func TestLogsAsTheAPIServerAsksForThem(t *testing.T) {
 	if code, _ := get(t, c, base+"/containerLogs/default/web/sidecar"); code != 404 {
 		t.Errorf("unknown container: %d, want 404", code)
 	}
+	// A name that would leave the Pod's directory.
+	if code, body := get(t, c, base+"/containerLogs/default/web/..%2F..%2Fuid-1%2Fc"); code != 400 {
+		t.Errorf("container ../../uid-1/c: %d %q, want 400", code, body)
+	}
 }
 
 func TestOnlyTheAPIServersClientCertificateIsServed(t *testing.T) {
