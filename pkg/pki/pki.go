@@ -123,18 +123,9 @@ func newCA(f Files) (*x509.Certificate, crypto.Signer, error) {
 }
 
 func newServing(f Files, ca *x509.Certificate, caKey crypto.Signer, hosts []string) error {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return err
-	}
-	now := time.Now()
 	tmpl := &x509.Certificate{
-		SerialNumber: serial(),
-		Subject:      pkix.Name{CommonName: "svcplane-apiserver"},
-		NotBefore:    now.Add(-time.Hour),
-		NotAfter:     now.Add(servingValidity),
-		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		Subject:     pkix.Name{CommonName: "svcplane-apiserver"},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 	}
 	for _, h := range hosts {
 		if ip := net.ParseIP(h); ip != nil {
@@ -143,32 +134,34 @@ func newServing(f Files, ca *x509.Certificate, caKey crypto.Signer, hosts []stri
 			tmpl.DNSNames = append(tmpl.DNSNames, h)
 		}
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, key.Public(), caKey)
-	if err != nil {
-		return err
-	}
-	return writePair(f.ServingCert, f.ServingKey, der, key)
+	return issue(f.ServingCert, f.ServingKey, tmpl, ca, caKey)
 }
 
 func newKubeletClient(f Files, ca *x509.Certificate, caKey crypto.Signer) error {
+	tmpl := &x509.Certificate{
+		Subject:     pkix.Name{CommonName: KubeletClientCommonName},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	return issue(f.KubeletClientCert, f.KubeletClientKey, tmpl, ca, caKey)
+}
+
+// issue signs tmpl (its names and usage) with the CA for a fresh key, valid from an hour ago
+// (clock skew) for servingValidity, and writes the pair.
+func issue(certPath, keyPath string, tmpl *x509.Certificate, ca *x509.Certificate, caKey crypto.Signer) error {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return err
 	}
 	now := time.Now()
-	tmpl := &x509.Certificate{
-		SerialNumber: serial(),
-		Subject:      pkix.Name{CommonName: KubeletClientCommonName},
-		NotBefore:    now.Add(-time.Hour),
-		NotAfter:     now.Add(servingValidity),
-		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-	}
+	tmpl.SerialNumber = serial()
+	tmpl.NotBefore = now.Add(-time.Hour)
+	tmpl.NotAfter = now.Add(servingValidity)
+	tmpl.KeyUsage = x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, key.Public(), caKey)
 	if err != nil {
 		return err
 	}
-	return writePair(f.KubeletClientCert, f.KubeletClientKey, der, key)
+	return writePair(certPath, keyPath, der, key)
 }
 
 func serial() *big.Int {
