@@ -394,10 +394,10 @@ func parsePodCIDRs(list []string) ([]netip.Prefix, error) {
 // serveLogs runs the log server for `kubectl logs` until ctx ends. Pods run without it, so a
 // port in use only costs an error in the log.
 func (o *Options) serveLogs(ctx context.Context) {
-	if o.servedLogsPort() == 0 {
-		if o.LogsPort == 0 {
-			return
-		}
+	if o.LogsPort == 0 {
+		return
+	}
+	if o.CAFile == "" {
 		klog.InfoS("not serving containers' logs: without --certificate-authority the API server's client certificate cannot be checked, so kubectl logs will not work for this node's Pods")
 		return
 	}

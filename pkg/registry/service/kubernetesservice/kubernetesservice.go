@@ -78,9 +78,11 @@ func (r *Reconciler) Run(ctx context.Context) {
 		if err != nil && ctx.Err() == nil {
 			wait = min(retry, r.Interval)
 			retry *= 2
-			klog.V(1).InfoS("Reconciling the kubernetes Service failed; retrying", "err", err, "after", wait)
+			// The first two failures are expected at start; only later ones are errors.
 			if retry > 4*firstRetry {
 				klog.ErrorS(err, "Reconciling the kubernetes Service failed; retrying", "after", wait)
+			} else {
+				klog.V(1).InfoS("Reconciling the kubernetes Service failed; retrying", "err", err, "after", wait)
 			}
 		} else {
 			retry = firstRetry
